@@ -1,0 +1,1 @@
+"""A real local environment: Kubernetes control plane, kwok nodes and NATS on loopback."""

@@ -1,0 +1,75 @@
+"""Pure builders for a queue's JetStream objects.
+
+The SDK (declaring a missing queue on a laptop) and the operator (reconciling a
+TaskQueue) build streams and consumers from the same functions, so both make
+identical objects. The results are keyword arguments for nats-py's
+``StreamConfig`` / ``ConsumerConfig`` (durations in seconds); no nats import here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from celeriac.protocol import names
+
+
+class QueueSettings(BaseModel):
+    """What a queue's streams and consumer are made of; defaults suit a laptop."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_age_seconds: float = Field(default=7 * 24 * 3600, ge=0)
+    max_messages: int = Field(default=-1, ge=-1)
+    max_bytes: int = Field(default=-1, ge=-1)
+    replicas: int = Field(default=1, ge=1, le=5)
+    duplicate_window_seconds: float = Field(default=120, gt=0)
+    ack_wait_seconds: float = Field(default=30, gt=0)
+    # -1: unlimited; the worker dead-letters after the task's own max_retries.
+    max_deliveries: int = Field(default=-1, ge=-1)
+    max_ack_pending: int = Field(default=10_000, ge=1)
+    dead_letter_max_age_seconds: float = Field(default=30 * 24 * 3600, ge=0)
+
+
+def work_stream_config(queue: str, settings: QueueSettings) -> dict[str, Any]:
+    """The work stream: task subject plus the subjects where delayed tasks wait."""
+    return {
+        "name": names.stream_name(queue),
+        "subjects": [names.task_subject(queue), names.schedule_subjects(queue)],
+        "retention": "workqueue",
+        "storage": "file",
+        "max_age": settings.max_age_seconds,
+        "max_msgs": settings.max_messages,
+        "max_bytes": settings.max_bytes,
+        "num_replicas": settings.replicas,
+        "duplicate_window": settings.duplicate_window_seconds,
+        "allow_msg_schedules": True,
+        "allow_msg_ttl": True,
+    }
+
+
+def dead_letter_stream_config(queue: str, settings: QueueSettings) -> dict[str, Any]:
+    """The dead-letter stream: kept by age only, never consumed automatically."""
+    return {
+        "name": names.dead_letter_stream_name(queue),
+        "subjects": [names.dead_letter_subject(queue)],
+        "retention": "limits",
+        "storage": "file",
+        "max_age": settings.dead_letter_max_age_seconds,
+        "num_replicas": settings.replicas,
+    }
+
+
+def consumer_config(queue: str, settings: QueueSettings) -> dict[str, Any]:
+    """The durable pull consumer every worker of ``queue`` shares."""
+    return {
+        "durable_name": names.CONSUMER_NAME,
+        "filter_subject": names.task_subject(queue),
+        "ack_policy": "explicit",
+        "deliver_policy": "all",
+        "ack_wait": settings.ack_wait_seconds,
+        "max_deliver": settings.max_deliveries,
+        "max_ack_pending": settings.max_ack_pending,
+        "max_waiting": 512,
+    }
