@@ -1,13 +1,27 @@
-"""Session fixtures: the real servers every integration and e2e test runs against."""
+"""Session fixtures: the real servers every integration and e2e test runs against.
+
+Servers start lazily, once per session, on free loopback ports, and are stopped
+at the end; every process they spawn dies with the test run even if it is killed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from celeriac.devenv.cluster import KubeEnvironment, start_environment
 from celeriac.devenv.nats import NatsServer, remove_workdir, start_nats
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository checkout the tests run from."""
+    return REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +45,28 @@ def private_nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = start_nats(tmp_path / "nats")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_env(
+    tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer
+) -> Iterator[KubeEnvironment]:
+    """The real control plane (etcd, apiserver, controller-manager, scheduler, kwok),
+    the pod runner, and the session's NATS; ``kube_env.kubectl(...)`` runs kubectl."""
+    env = start_environment(tmp_path_factory.mktemp("kube"), nats=nats_server)
+    yield env
+    env.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(kube_env: KubeEnvironment) -> Path:
+    """Path of the admin kubeconfig of the session's cluster."""
+    return kube_env.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kube_client(kube_env: KubeEnvironment) -> Any:
+    """A ``kubernetes.client.ApiClient`` for the session's cluster (admin)."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(kube_env.kubeconfig))

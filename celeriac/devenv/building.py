@@ -175,7 +175,7 @@ def _stream_build(args: list[str], cwd: Path, names: str, *, quiet: bool) -> Non
     try:
         for line in proc.stderr:
             count += 1
-            tail = (tail + [line])[-60:]
+            tail = [*tail, line][-60:]
         rc = proc.wait()
     finally:
         stop.set()

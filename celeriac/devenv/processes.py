@@ -7,6 +7,7 @@ test run killed with SIGKILL leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -93,9 +94,7 @@ def spawn(
     return ManagedProcess(name=name, popen=popen, log_path=log_path, argv=list(argv))
 
 
-def stop_group(
-    pid: int, grace: float, popen: subprocess.Popen[bytes] | None = None
-) -> None:
+def stop_group(pid: int, grace: float, popen: subprocess.Popen[bytes] | None = None) -> None:
     """Stop the process group led by ``pid``: SIGTERM, wait, then SIGKILL."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -109,10 +108,8 @@ def stop_group(
         elif not _pid_alive(pid):
             break
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if popen is not None:
         popen.wait()
 

@@ -1,0 +1,66 @@
+"""``celeriac devenv``: build, start and stop the local environment by hand.
+
+``celeriac devenv up`` leaves the servers running in the background and prints
+the exports; ``eval "$(celeriac devenv up)"`` points the shell at them.
+``celeriac devenv down`` stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from celeriac.devenv.building import cache_root, ensure_binaries
+from celeriac.devenv.cluster import start_environment, stop_saved
+from celeriac.devenv.errors import DevenvError
+
+
+def default_workdir() -> Path:
+    """Where a hand-started environment lives: ``$CELERIAC_DEVENV_DIR`` or the cache."""
+    explicit = os.environ.get("CELERIAC_DEVENV_DIR")
+    return Path(explicit) if explicit else cache_root() / "env"
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``celeriac devenv``."""
+    parser = argparse.ArgumentParser(prog="celeriac devenv", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("build", help="build and cache every binary (no-op when cached)")
+    up = sub.add_parser("up", help="start etcd, the control plane, kwok, NATS and the pod runner")
+    up.add_argument("--nodes", type=int, default=1, help="simulated nodes (default 1)")
+    up.add_argument("--workdir", type=Path, default=None)
+    down = sub.add_parser("down", help="stop what 'up' started")
+    down.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except DevenvError as exc:
+        print(f"celeriac devenv: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        for name, path in ensure_binaries().items():
+            print(f"{name}: {path}")
+        return 0
+    workdir = args.workdir or default_workdir()
+    if args.action == "down":
+        stopped = stop_saved(workdir)
+        print("stopped" if stopped else f"nothing running in {workdir}", file=sys.stderr)
+        return 0
+    stop_saved(workdir)
+    # Turn SIGTERM into SystemExit so a half-started environment is stopped again.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    env = start_environment(workdir, nodes=args.nodes, tie_to_parent=False)
+    env.save_state()
+    print(f"# Celeriac local environment is up: API server {env.server}", file=sys.stderr)
+    print("# kubectl get nodes; stop it with: celeriac devenv down", file=sys.stderr)
+    for key, value in env.exports().items():
+        quoted = value if key == "PATH" else shlex.quote(value)
+        print(f'export {key}="{quoted}"' if key == "PATH" else f"export {key}={quoted}")
+    return 0

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates .venv, installs Celeriac with its development tools, and builds (or
+# finds in the cache) every binary of the local environment. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "setup: Python >= 3.11 is required (found: $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+if ! command -v go >/dev/null 2>&1; then
+    echo "setup: the Go toolchain (>= 1.25) is required to build the local Kubernetes," >&2
+    echo "       etcd, kwok, helm and nats-server from the Go module proxy" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv" >&2
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/celeriac devenv build

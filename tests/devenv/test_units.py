@@ -1,0 +1,135 @@
+"""Pure parts of the local environment: build inputs, pod runner translation, layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from celeriac.devenv.building import kubernetes_ldflags, staging_replacements
+from celeriac.devenv.podrunner import container_argv, pod_environment, with_local_health_port
+
+GO_MOD = """module k8s.io/kubernetes
+
+require (
+\tk8s.io/api v0.0.0
+\tgithub.com/spf13/cobra v1.9.1
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/kube-openapi => k8s.io/kube-openapi v0.0.0-2025
+)
+"""
+
+
+def test_staging_modules_map_to_published_versions() -> None:
+    got = staging_replacements(GO_MOD, "v1.35.4")
+    assert got == {"k8s.io/api": "v0.35.4", "k8s.io/client-go": "v0.35.4"}
+
+
+def test_staging_rejects_a_non_v1_version() -> None:
+    with pytest.raises(RuntimeError, match="unexpected Kubernetes version"):
+        staging_replacements(GO_MOD, "v2.0.0")
+
+
+def test_version_ldflags_set_both_version_packages() -> None:
+    flags = kubernetes_ldflags("v1.35.4")
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"-X {pkg}.gitVersion=v1.35.4" in flags
+        assert f"-X {pkg}.gitMinor=35" in flags
+
+
+@pytest.mark.parametrize(
+    ("container", "expected_head"),
+    [
+        ({"command": ["celeriac", "worker"], "args": ["-Q", "a"]}, "/venv/bin/celeriac"),
+        ({"command": ["python", "-m", "x"]}, f"/venv/bin/{Path(sys.executable).name}"),
+        ({"command": ["/bin/echo"], "args": ["hi"]}, "/bin/echo"),
+        ({"args": ["celeriac", "worker"]}, "/venv/bin/celeriac"),
+    ],
+)
+def test_container_argv(container: dict[str, list[str]], expected_head: str) -> None:
+    argv = container_argv(container, Path("/venv/bin"))
+    assert argv[0] == expected_head
+    assert argv[1:] == [*container.get("command", []), *container.get("args", [])][1:]
+
+
+def test_container_without_command_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no command"):
+        container_argv({"name": "c"}, Path("/venv/bin"))
+
+
+def test_pod_environment_resolves_values_fields_and_references() -> None:
+    pod = {
+        "metadata": {"name": "p-1", "namespace": "ns", "uid": "u"},
+        "spec": {"nodeName": "kwok-node-0"},
+        "status": {"podIP": "10.0.0.7"},
+    }
+    container = {
+        "envFrom": [
+            {"configMapRef": {"name": "cm"}, "prefix": "CM_"},
+            {"secretRef": {"name": "s"}},
+        ],
+        "env": [
+            {"name": "PLAIN", "value": "1"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "mode"}}},
+        ],
+    }
+    data = {("configmap", "ns", "cm"): {"mode": "fast"}, ("secret", "ns", "s"): {"token": "t0k"}}
+    env = pod_environment(pod, container, lambda kind, ns, name: data[(kind, ns, name)])
+    assert env == {
+        "CM_mode": "fast",
+        "token": "t0k",
+        "PLAIN": "1",
+        "POD": "p-1",
+        "IP": "10.0.0.7",
+        "TOKEN": "t0k",
+        "MODE": "fast",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["w", "--health-port", "8080"], ["w", "--health-port", "1234"]),
+        (["w", "--health-port=8080", "-Q", "a"], ["w", "--health-port=1234", "-Q", "a"]),
+        (["w", "-Q", "a"], ["w", "-Q", "a"]),
+    ],
+)
+def test_local_health_port(argv: list[str], expected: list[str]) -> None:
+    env: dict[str, str] = {}
+    assert with_local_health_port(argv, env, 1234) == expected
+    assert env["CELERIAC_HEALTH_PORT"] == "1234"
+
+
+def test_import_operator_from_repo_root_is_the_standard_library(repo_root: Path) -> None:
+    # `python -c` puts the current directory first on sys.path: the repository's
+    # operator/ folder must still not shadow the standard library module.
+    code = (
+        "import operator, sysconfig, pathlib, celeriac.operator;"
+        "print(pathlib.Path(operator.__file__).parent);"
+        "print(sysconfig.get_paths()['stdlib']);"
+        "print(operator.itemgetter(1)('ab'))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    module_dir, stdlib, item = proc.stdout.split()
+    assert Path(module_dir).resolve() == Path(stdlib).resolve()
+    assert item == "b"
+    assert not (repo_root / "operator" / "__init__.py").exists()
+
+
+def test_cli_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "celeriac", "--version"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip().startswith("celeriac ")
