@@ -294,6 +294,9 @@ class _Launcher:
                 "--manage-nodes-with-annotation-selector", f"{KWOK_ANNOTATION}=fake",
                 "--server-address", f"127.0.0.1:{free_port()}",
                 "--node-lease-duration-seconds", "40",
+                # Addresses only written into node and pod status; no traffic goes there.
+                "--node-ip", "10.240.0.10",
+                "--cidr", "10.244.0.0/16",
             ],
             # kwok reads ~/.kwok; keep it inside the environment's folder.
             env={**os.environ, "HOME": str(env.workdir)},
