@@ -1,0 +1,181 @@
+"""The connection to NATS JetStream through which tasks are published.
+
+One ``Broker`` per event loop: it owns a NATS connection, declares queues on first
+use, publishes task envelopes (now, or as JetStream message schedules when delayed),
+and opens the results and revocation buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError
+from nats.js.kv import KeyValue
+
+from celeriac.declaring import Declarer, QueueInfo
+from celeriac.exceptions import CeleriacError, ScheduleNotSupported
+from celeriac.protocol import names
+from celeriac.protocol.envelope import DeadLetter, TaskMessage
+from celeriac.publishing import Publication, task_publication
+from celeriac.results import ResultStore
+from celeriac.revocation import RevocationStore
+
+# JetStream error codes for "message schedules is disabled" / "pattern is invalid".
+_SCHEDULES_DISABLED = 10188
+# Chord bookkeeping must outlive the slowest chord; queues keep messages 7 days.
+CHORDS_TTL_SECONDS = 7 * 24 * 3600.0
+PUBLISH_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Delayed:
+    """A task and when it is due (None: now); the unit of a batch publish."""
+
+    message: TaskMessage
+    countdown: float | None = None
+    eta: datetime | None = None
+
+
+class BatchPublishError(CeleriacError):
+    """Some messages of a batch were not acknowledged; the others were enqueued."""
+
+    def __init__(self, failed: dict[str, BaseException]) -> None:
+        self.failed = failed
+        first = next(iter(failed.items()))
+        super().__init__(
+            f"{len(failed)} task(s) were not enqueued (e.g. {first[0]}: {first[1]!r}); "
+            "resubmitting the same ids is safe, duplicates are dropped by the server"
+        )
+
+
+class Broker:
+    """An open NATS connection with JetStream, the stores and the queue declarer."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        declare: bool,
+        result_ttl: float,
+        chords_ttl: float = CHORDS_TTL_SECONDS,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.declarer = Declarer(self.js, declare=declare)
+        self.results = ResultStore(self.declarer, result_ttl)
+        self.revocations = RevocationStore(self.declarer)
+        self._chords_ttl = chords_ttl
+        self._chords: KeyValue | None = None
+
+    @classmethod
+    async def connect(cls, url: str, *, declare: bool, result_ttl: float) -> Broker:
+        """Connect to ``url``; reconnects forever after the first connection succeeded."""
+        try:
+            nc = await nats.connect(
+                url,
+                name="celeriac",
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+            )
+        except Exception as exc:
+            raise CeleriacError(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        return cls(nc, declare=declare, result_ttl=result_ttl)
+
+    async def close(self) -> None:
+        """Flush what is buffered and close the connection."""
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def ensure_queue(self, queue: str) -> QueueInfo:
+        """Create the queue's streams and consumer if missing (when declaring); idempotent."""
+        return await self.declarer.ensure_queue(queue)
+
+    async def chords(self) -> KeyValue:
+        """The chord counters bucket."""
+        if self._chords is None:
+            self._chords = await self.declarer.bucket(names.CHORDS_BUCKET, ttl=self._chords_ttl)
+        return self._chords
+
+    async def _prepare(self, item: Delayed) -> Publication:
+        info = await self.ensure_queue(item.message.queue)
+        pub = task_publication(item.message, due_time(item.countdown, item.eta))
+        if pub.scheduled and not info.schedules:
+            raise ScheduleNotSupported(
+                f"countdown/eta need JetStream message schedules, but stream "
+                f"{names.stream_name(info.name)} does not allow them (nats-server 2.12+ "
+                "is required and the stream needs allow_msg_schedules)"
+            )
+        return pub
+
+    async def publish_task(
+        self, message: TaskMessage, *, countdown: float | None = None, eta: datetime | None = None
+    ) -> None:
+        """Enqueue ``message`` (deduplicated by its id); delayed when countdown/eta is given."""
+        pub = await self._prepare(Delayed(message, countdown, eta))
+        try:
+            await self.js.publish(
+                pub.subject, pub.payload, timeout=PUBLISH_TIMEOUT, headers=pub.headers
+            )
+        except APIError as exc:
+            raise _translate(exc) from exc
+
+    async def publish_many(self, items: Sequence[Delayed]) -> None:
+        """Enqueue many tasks, pipelining the publishes and awaiting the acks together.
+
+        Raises ``BatchPublishError`` naming the ids that were not enqueued.
+        """
+        pubs = [await self._prepare(item) for item in items]
+        futures: list[asyncio.Future[PubAck]] = []
+        for pub in pubs:
+            futures.append(
+                await self.js.publish_async(pub.subject, pub.payload, headers=pub.headers)
+            )
+        done, _ = await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT + len(futures) / 1000)
+        failed: dict[str, BaseException] = {}
+        for item, future in zip(items, futures, strict=True):
+            if future not in done:
+                future.cancel()
+                failed[item.message.id] = TimeoutError("no acknowledgement from JetStream")
+            elif future.exception() is not None:
+                failed[item.message.id] = _translate(future.exception())
+        if failed:
+            raise BatchPublishError(failed)
+
+    async def publish_dead_letter(self, letter: DeadLetter) -> None:
+        """Store ``letter`` on the queue's dead-letter stream."""
+        await self.ensure_queue(letter.queue)
+        headers = {names.HDR_REASON: letter.reason.value, names.HDR_PROTOCOL: "1"}
+        if letter.task:
+            headers[names.HDR_TASK] = letter.task
+        await self.js.publish(
+            names.dead_letter_subject(letter.queue),
+            letter.dumps(),
+            timeout=PUBLISH_TIMEOUT,
+            headers=headers,
+        )
+
+
+def due_time(countdown: float | None, eta: datetime | None) -> datetime | None:
+    """When a task is due: ``eta`` (naive means UTC), else now + ``countdown``, else None."""
+    if eta is not None:
+        return eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)
+    if countdown is not None:
+        return datetime.now(UTC) + timedelta(seconds=countdown)
+    return None
+
+
+def _translate(exc: BaseException | None) -> BaseException:
+    if isinstance(exc, APIError) and exc.err_code == _SCHEDULES_DISABLED:
+        return ScheduleNotSupported(
+            f"the stream refused a scheduled message ({exc.description}); countdown/eta need "
+            "nats-server 2.12+ and a stream with allow_msg_schedules"
+        )
+    return exc if exc is not None else CeleriacError("unknown publish failure")

@@ -1,0 +1,303 @@
+"""Canvas: signatures, chains, groups and chords, and how they are submitted.
+
+A ``Signature`` is a task call not sent yet (``add.s(2, 3)``). A ``chain`` sends its
+first step with the rest attached to the message; a worker publishes each next step
+when the previous succeeds (``celeriac.continuation``). A ``group`` sends all members
+at once, pipelined; a ``chord`` is a group whose members carry the callback, which
+is published exactly once when the last member succeeds. Every step's task id is
+fixed at submit time, so the caller gets result handles for work not published yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac.async_result import AsyncResult, GroupResult
+from celeriac.broker import Delayed
+from celeriac.continuation import on_failure, on_success
+from celeriac.planning import Plan
+from celeriac.protocol.envelope import ChordRef
+from celeriac.protocol.envelope import Signature as WireSignature
+from celeriac.publishing import rfc3339
+from celeriac.submitting import (
+    Submission,
+    absolute_time,
+    build_message,
+    check_task_id,
+    new_task_id,
+)
+from celeriac.syncbridge import refuse_inside_event_loop
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+__all__ = ["Canvas", "Signature", "chain", "chord", "group", "on_failure", "on_success"]
+
+OPTIONS = frozenset({"queue", "task_id", "countdown", "eta", "expires", "headers", "ignore_result"})
+
+
+class Canvas:
+    """What every canvas object shares: building a plan and submitting it."""
+
+    app: Celeriac
+
+    def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, Any]:
+        """The messages sending this publishes, and the result handle the caller gets."""
+        raise NotImplementedError
+
+    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Canvas:
+        """A copy with extra keyword arguments and options applied."""
+        raise NotImplementedError
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send it (``args`` go before the stored ones); blocks until the server has it."""
+        refuse_inside_event_loop(f"{self!r}.apply_async()", "aapply_async()")
+        plan, result = self.configured(kwargs, options).plan(tuple(args or ()))
+        self.app.execute_plan(plan)
+        return result
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Async twin of ``apply_async``."""
+        plan, result = self.configured(kwargs, options).plan(tuple(args or ()))
+        await self.app.aexecute_plan(plan)
+        return result
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Send it with extra arguments."""
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """Async twin of ``delay``."""
+        return await self.aapply_async(args, kwargs)
+
+    def __or__(self, other: Canvas) -> Canvas:
+        return chain(self, other)
+
+
+class Signature(Canvas):
+    """A task name with arguments and delivery options, ready to send or to compose."""
+
+    def __init__(
+        self,
+        app: Celeriac,
+        task: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        immutable: bool = False,
+    ) -> None:
+        self.app = app
+        self.task = task
+        self.args = list(args or ())
+        self.kwargs = dict(kwargs or {})
+        self.options: dict[str, Any] = {}
+        self.immutable = immutable
+        self.set(**(options or {}))
+
+    def __repr__(self) -> str:
+        return f"{self.task}.{'si' if self.immutable else 's'}(*{self.args!r}, **{self.kwargs!r})"
+
+    def set(self, **options: Any) -> Signature:
+        """Set delivery options: queue, task_id, countdown, eta, expires, headers, ignore_result."""
+        unknown = set(options) - OPTIONS
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        if options.get("task_id") is not None:
+            check_task_id(options["task_id"])
+        self.options.update({k: v for k, v in options.items() if v is not None})
+        return self
+
+    def clone(self) -> Signature:
+        """An independent copy."""
+        return Signature(
+            self.app,
+            self.task,
+            self.args,
+            self.kwargs,
+            options=self.options,
+            immutable=self.immutable,
+        )
+
+    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Signature:
+        copy = self.clone().set(**options)
+        copy.kwargs.update(kwargs or {})
+        return copy
+
+    def freeze(self) -> str:
+        """Fix this signature's task id (a new one unless given) and return it."""
+        if "task_id" not in self.options:
+            self.options["task_id"] = new_task_id()
+        return str(self.options["task_id"])
+
+    def submission(self, args: Sequence[Any] = (), **extra: Any) -> Submission:
+        """Validated submit options of this signature (``args`` go first)."""
+        opts = {k: v for k, v in self.options.items() if k not in ("queue", "countdown", "eta")}
+        return Submission(
+            task=self.task,
+            queue=self.options.get("queue") or self.app.default_queue,
+            args=[*args, *self.args],
+            kwargs=self.kwargs,
+            **opts,
+            **extra,
+        )
+
+    def delayed(self, args: Sequence[Any] = (), **extra: Any) -> Delayed:
+        """This signature as one message to publish."""
+        message = build_message(self.submission(args, **extra))
+        return Delayed(message, self.options.get("countdown"), self.options.get("eta"))
+
+    def to_wire(self) -> WireSignature:
+        """The JSON form carried inside messages (chain steps, chord callbacks)."""
+        if self.options.get("eta") is not None:
+            raise ValueError(
+                f"{self!r}: eta is not supported inside a chain or chord; use countdown"
+            )
+        build_message(self.submission())  # reject bad arguments before anything is sent
+        carried = ("queue", "task_id", "countdown", "headers", "ignore_result")
+        opts: dict[str, Any] = {k: self.options[k] for k in carried if k in self.options}
+        expires = absolute_time(self.options.get("expires"), "expires")
+        if expires is not None:
+            opts["expires"] = rfc3339(expires)
+        opts.setdefault("queue", self.app.default_queue)
+        return WireSignature(
+            task=self.task,
+            args=self.args,
+            kwargs=self.kwargs,
+            options=opts,
+            immutable=self.immutable,
+        )
+
+    def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, AsyncResult]:
+        item = self.delayed(args)
+        return Plan(items=[item]), AsyncResult(item.message.id, self.app)
+
+
+def _unpack(given: tuple[Any, ...]) -> list[Any]:
+    """``f(a, b)`` and ``f([a, b])`` (or any iterable) mean the same."""
+    if len(given) == 1 and not isinstance(given[0], Canvas) and isinstance(given[0], Iterable):
+        return list(given[0])
+    return list(given)
+
+
+def _signatures(kind: str, items: Sequence[Any]) -> list[Signature]:
+    flat: list[Signature] = []
+    for item in items:
+        if isinstance(item, chain) and kind == "chain":
+            flat.extend(item.steps)
+        elif isinstance(item, Signature):
+            flat.append(item.clone())
+        else:
+            raise TypeError(
+                f"a {kind} takes task signatures (task.s(...)); {item!r} is not supported here"
+            )
+    return flat
+
+
+class chain(Canvas):  # noqa: N801 - Celery's spelling
+    """Steps run one after another, each receiving the previous result first."""
+
+    def __init__(self, *steps: Canvas | Iterable[Canvas]) -> None:
+        items = _unpack(steps)
+        if not items:
+            raise ValueError("a chain needs at least one step")
+        self.steps = _signatures("chain", items)
+        self.app = self.steps[0].app
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(s) for s in self.steps)
+
+    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> chain:
+        first = self.steps[0].configured(kwargs, options)
+        return chain(first, *self.steps[1:])
+
+    def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, AsyncResult]:
+        ids = [step.freeze() for step in self.steps]
+        rest = [step.to_wire() for step in self.steps[1:]]
+        item = self.steps[0].delayed(args, chain=rest)
+        parent: AsyncResult | None = None
+        for task_id in ids:
+            parent = AsyncResult(task_id, self.app, parent=parent)
+        assert parent is not None
+        return Plan(items=[item]), parent
+
+
+class group(Canvas):  # noqa: N801 - Celery's spelling
+    """Members run in parallel; the result lists their results in order."""
+
+    def __init__(
+        self, *members: Signature | Iterable[Signature], group_id: str | None = None
+    ) -> None:
+        items = _unpack(members)
+        self.members = _signatures("group", items)
+        self.group_id = check_task_id(group_id) if group_id else None
+        if not self.members:
+            raise ValueError("a group needs at least one member")
+        self.app = self.members[0].app
+
+    def __repr__(self) -> str:
+        return f"group({self.members!r})"
+
+    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> group:
+        opts = dict(options)
+        group_id = opts.pop("task_id", None) or self.group_id
+        return group([m.configured(kwargs, opts) for m in self.members], group_id=group_id)
+
+    def __or__(self, other: Canvas) -> Canvas:
+        if isinstance(other, Signature):
+            return chord(self, other)
+        return super().__or__(other)
+
+    def plan_members(
+        self, args: Sequence[Any], chord_ref: ChordRef | None
+    ) -> tuple[Plan, GroupResult]:
+        """The plan for the members (carrying ``chord_ref`` when in a chord header)."""
+        group_id = self.group_id or new_task_id()
+        items = [
+            member.delayed(args, group_id=group_id, group_index=index, chord=chord_ref)
+            for index, member in enumerate(self.members)
+        ]
+        children = [item.message.id for item in items]
+        result = GroupResult(group_id, [AsyncResult(c, self.app) for c in children], self.app)
+        return Plan(items=items, groups={group_id: children}), result
+
+    def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, GroupResult]:
+        return self.plan_members(args, None)
+
+
+class chord(Canvas):  # noqa: N801 - Celery's spelling
+    """A group whose results, in order, are passed to ``body`` once every member succeeded.
+
+    If a member fails for good (after its retries), the body never runs and the chord's
+    result (the body's id) becomes FAILURE naming that member.
+    """
+
+    def __init__(self, header: group | Sequence[Signature], body: Signature) -> None:
+        self.header = header if isinstance(header, group) else group(list(header))
+        if not isinstance(body, Signature):
+            raise TypeError(f"a chord body must be a task signature, not {body!r}")
+        self.body = body.clone()
+        self.app = body.app
+
+    def __repr__(self) -> str:
+        return f"chord({self.header!r}, {self.body!r})"
+
+    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> chord:
+        return chord(self.header.configured(kwargs, options), self.body)
+
+    def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, AsyncResult]:
+        callback_id = self.body.freeze()
+        ref = ChordRef(id=callback_id, size=len(self.header.members), callback=self.body.to_wire())
+        plan, members = self.header.plan_members(args, ref)
+        return plan, AsyncResult(callback_id, self.app, parent=members)

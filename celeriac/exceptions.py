@@ -1,0 +1,79 @@
+"""Exceptions users of Celeriac catch or raise, shared by the SDK and the worker runtime."""
+
+from __future__ import annotations
+
+
+class CeleriacError(Exception):
+    """Base class of every error Celeriac raises on purpose."""
+
+
+class Retry(Exception):  # noqa: N818 - the Celery name users expect
+    """Raised inside a task (usually through ``self.retry()``) to run it again later.
+
+    ``countdown`` overrides the backoff delay; ``exc`` is the error that caused the
+    retry and is what gets recorded (and dead-lettered after the last retry).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        self.countdown = countdown
+        self.exc = exc
+        self.max_retries = max_retries
+        text = message or (f"retry requested: {exc!r}" if exc is not None else "retry requested")
+        super().__init__(text)
+
+
+class TaskRevokedError(CeleriacError):
+    """The task was revoked (or expired) and did not run."""
+
+
+class TimeLimitExceeded(CeleriacError):  # noqa: N818 - the Celery name users expect
+    """The task ran past its hard time limit and was stopped."""
+
+
+class SoftTimeLimitExceeded(CeleriacError):  # noqa: N818 - the Celery name users expect
+    """Raised inside a task when its soft time limit passes, so it can clean up."""
+
+
+class TaskError(CeleriacError):
+    """A task failed; raised by ``AsyncResult.get(propagate=True)`` in the caller.
+
+    Carries the remote exception's type name, its message and the worker's traceback.
+    """
+
+    def __init__(
+        self, task_id: str, exc_type: str | None, message: str, traceback: str | None = None
+    ) -> None:
+        self.task_id = task_id
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+        kind = exc_type or "Error"
+        super().__init__(f"task {task_id} failed: {kind}: {message}")
+
+
+class ResultTimeoutError(CeleriacError, TimeoutError):
+    """Waiting for a result took longer than the timeout."""
+
+    def __init__(self, task_id: str, timeout: float | None) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        super().__init__(f"task {task_id} did not finish within {timeout} s")
+
+
+class ScheduleNotSupported(CeleriacError):  # noqa: N818 - name fixed by the contract
+    """countdown/eta need JetStream message schedules (nats-server 2.12 or newer)."""
+
+
+class SyncCallInEventLoopError(CeleriacError, RuntimeError):
+    """A blocking SDK call was made on a thread that runs an asyncio event loop."""
+
+
+class QueueNotFoundError(CeleriacError):
+    """The queue's stream does not exist and this app does not declare queues."""

@@ -1,0 +1,205 @@
+"""A registered task: the function, its options, and the ways to submit it.
+
+``@app.task`` wraps a ``def`` or ``async def`` in a ``Task``. Calling the task runs
+the function here (as Celery does); ``delay``/``apply_async`` (and their async twins)
+send it to a worker. Bound tasks receive a ``BoundContext`` first, which carries the
+current ``Request`` and ``retry()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from celeriac.exceptions import Retry
+from celeriac.protocol.envelope import TaskMessage
+from celeriac.syncbridge import refuse_inside_event_loop
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.async_result import AsyncResult
+    from celeriac.canvas import Signature
+
+
+@dataclass
+class Request:
+    """What a running task knows about its own delivery (``self.request`` in bound tasks)."""
+
+    id: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    queue: str = ""
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    eta: datetime | None = None
+    expires: datetime | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(
+        cls, message: TaskMessage, *, retries: int, delivery_info: dict[str, Any] | None = None
+    ) -> Request:
+        """The request for one delivery of ``message`` (``retries`` counts earlier attempts)."""
+        return cls(
+            id=message.id,
+            task=message.task,
+            args=list(message.args),
+            kwargs=dict(message.kwargs),
+            retries=retries,
+            queue=message.queue,
+            parent_id=message.parent_id,
+            root_id=message.root_id,
+            group_id=message.group_id,
+            headers=dict(message.headers),
+            eta=message.eta,
+            expires=message.expires,
+            delivery_info=dict(delivery_info or {}),
+        )
+
+
+class BoundContext:
+    """The ``self`` of a bound task: the request, ``retry()``, and the task's attributes."""
+
+    def __init__(self, task: Task, request: Request) -> None:
+        self.task = task
+        self.request = request
+        self.app = task.app
+
+    def retry(
+        self,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        max_retries: int | None = None,
+    ) -> NoReturn:
+        """Ask the worker to run this task again after ``countdown`` (default: backoff)."""
+        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries)
+
+    def __getattr__(self, name: str) -> Any:
+        # Celery code reads self.name, self.max_retries, calls self.delay(...): forward them.
+        return getattr(self.task, name)
+
+
+class Task:
+    """A function registered with an app under a name, plus its execution options."""
+
+    def __init__(
+        self,
+        app: Celeriac,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str | None = None,
+        max_retries: int = 3,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 600.0,
+        retry_jitter: bool = True,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        bind: bool = False,
+        ignore_result: bool = False,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue or app.default_queue
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.retry_jitter = retry_jitter
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
+        self.bind = bind
+        self.ignore_result = ignore_result
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function here, now (a bound task gets a local request)."""
+        if self.bind:
+            ctx = self.bound_context(Request(id="local", task=self.name, queue=self.queue))
+            return self.fn(ctx, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def bound_context(self, request: Request) -> BoundContext:
+        """The first argument a bound task's function receives while serving ``request``."""
+        return BoundContext(self, request)
+
+    # Submitting ---------------------------------------------------------------------------
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the task with these arguments; blocks until the server has it."""
+        refuse_inside_event_loop(f"{self.name}.delay()", f"{self.name}.adelay()")
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Async twin of ``delay``."""
+        return await self.aapply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send the task with delivery options.
+
+        Options: ``countdown`` (seconds), ``eta`` (datetime), ``expires`` (datetime or
+        seconds), ``task_id``, ``queue``, ``headers`` (str -> str).
+        """
+        refuse_inside_event_loop(f"{self.name}.apply_async()", f"{self.name}.aapply_async()")
+        return self.app.send_task(self.name, args, kwargs, **self._options(options))
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Async twin of ``apply_async``."""
+        return await self.app.asend_task(self.name, args, kwargs, **self._options(options))
+
+    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+        merged = {"queue": self.queue, "ignore_result": self.ignore_result}
+        merged.update({k: v for k, v in options.items() if v is not None})
+        return merged
+
+    # Canvas -------------------------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task that receives its parent's result in a chain."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it ignores its parent's result."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+        **options: Any,
+    ) -> Signature:
+        """A signature with explicit args, kwargs and delivery options."""
+        from celeriac.canvas import Signature
+
+        return Signature(
+            self.app,
+            self.name,
+            args,
+            kwargs,
+            options=self._options(options),
+            immutable=immutable,
+        )
