@@ -1,0 +1,63 @@
+"""The loop inside a ``--pool processes`` child: receive a call, run it, send the outcome."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+from celeriac.exceptions import SoftTimeLimitExceeded
+from celeriac.worker_runtime.execution import Call, ErrorInfo, error_info, invoke
+from celeriac.worker_runtime.loading import load_app
+from celeriac.worker_runtime.logs import configure_logging, task_context
+
+log = logging.getLogger(__name__)
+
+
+class _Running:
+    """Whether a task runs now, so a late soft-limit signal never hits the idle loop."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+
+def serve(app_spec: str, conn: Connection, loglevel: str) -> None:
+    """Run calls from ``conn`` until the parent closes it or sends ``None``."""
+    configure_logging(loglevel)
+    app = load_app(app_spec)
+    running = _Running()
+
+    def soft_limit(signum: int, frame: FrameType | None) -> None:
+        if running.active:
+            raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    signal.signal(signal.SIGUSR1, soft_limit)
+    while True:
+        try:
+            call: Call | None = conn.recv()
+        except (EOFError, OSError):
+            return
+        if call is None:
+            return
+        reply = _run(app.tasks.get(call.task), call, running)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send(("error", ErrorInfo("PicklingError", f"result cannot be sent back: {exc}")))
+
+
+def _run(task: Any, call: Call, running: _Running) -> tuple[str, Any]:
+    if task is None:
+        return "error", ErrorInfo("NotRegistered", f"task {call.task!r} is not in this app")
+    request_id = getattr(call.request, "id", "-")
+    with task_context(str(request_id)):
+        running.active = True
+        try:
+            return "ok", invoke(task, call)
+        except BaseException as exc:
+            return "error", error_info(exc)
+        finally:
+            running.active = False

@@ -1,0 +1,308 @@
+"""What the worker does with one message, from decoding to the final ack.
+
+Order matters for at-least-once delivery: the result is stored and the canvas
+continued before the ack; a dead letter is published (and acknowledged by
+JetStream) before the original is terminated, so a crash at any point leaves the
+message to be redelivered rather than lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from nats.errors import NoRespondersError
+
+from celeriac import canvas
+from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
+from celeriac.protocol.states import TaskState
+from celeriac.task import Request
+from celeriac.worker_runtime.backoff import GiveUp, RetryPolicy, plan_retry
+from celeriac.worker_runtime.decoding import Rejection, decode_task
+from celeriac.worker_runtime.delivery import Delivery
+from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, Pool
+from celeriac.worker_runtime.logs import task_context
+from celeriac.worker_runtime.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.broker import Broker
+    from celeriac.task import Task
+
+log = logging.getLogger(__name__)
+
+# When a dead letter cannot be published, try the whole message again this much later.
+_DEAD_LETTER_RETRY_DELAY = 5.0
+# When the result store or canvas fails after the task ran, redeliver this much later.
+_SETTLE_RETRY_DELAY = 2.0
+# Waits between attempts to store a result or dead letter while NATS is away.
+_PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class DeadLetterError(Exception):
+    """The dead-letter stream did not acknowledge the letter; the original is kept."""
+
+
+@dataclass
+class Handler:
+    """Handles messages for one worker; shared by all its queues."""
+
+    app: Celeriac
+    broker: Broker
+    pool: Pool
+    metrics: WorkerMetrics
+    worker_name: str
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def handle(self, delivery: Delivery) -> Outcome | None:
+        """Process one delivery; never raises except when cancelled.
+
+        Returns the attempt's outcome when the task ran (its ``still_running``
+        tells the caller when the execution slot is really free).
+        """
+        decoded = decode_task(delivery.msg.data)
+        if isinstance(decoded, Rejection):
+            with task_context(decoded.task_id or "-"):
+                await self._guarded(delivery, self._reject(delivery, decoded))
+            return None
+        with task_context(decoded.id):
+            outcome: Outcome | None = await self._guarded(
+                delivery, self._process(delivery, decoded)
+            )
+            return outcome
+
+    async def _guarded(self, delivery: Delivery, work: Any) -> Any:
+        try:
+            return await work
+        except DeadLetterError as exc:
+            log.error("%s; redelivering in %gs", exc, _DEAD_LETTER_RETRY_DELAY)
+            await _nak_or_log(delivery, _DEAD_LETTER_RETRY_DELAY)
+        except Exception:
+            log.exception("handling failed; redelivering in %gs", _SETTLE_RETRY_DELAY)
+            await _nak_or_log(delivery, _SETTLE_RETRY_DELAY)
+        return None
+
+    async def _reject(self, delivery: Delivery, rejection: Rejection) -> None:
+        log.error("dead-lettering a %s message: %s", rejection.reason.value, rejection.error)
+        self.metrics.received.labels(delivery.queue, rejection.task or "-").inc()
+        await self._dead_letter(delivery, rejection.reason, rejection.error, None, rejection)
+        await delivery.term()
+
+    async def _process(self, delivery: Delivery, message: TaskMessage) -> Outcome | None:
+        self.metrics.received.labels(delivery.queue, message.task).inc()
+        task = self.app.tasks.get(message.task)
+        if task is None:
+            await self._unknown_task(delivery, message)
+            return None
+        if await self._skipped(delivery, message):
+            return None
+        retries = message.retries + delivery.deliveries - 1
+        quiet = task.ignore_result or message.ignore_result
+        if not quiet:
+            await self._store(message, ResultRecord(state=TaskState.STARTED, retries=retries))
+        log.info("running %s (attempt %d)", message.task, retries + 1)
+        delivery.start_heartbeat()
+        # The heartbeat runs until the message is settled, so storing the result
+        # through a NATS reconnect does not let the message be redelivered meanwhile.
+        outcome = await self.pool.run(task, self._call(task, message, delivery, retries))
+        self.metrics.duration.labels(delivery.queue, message.task).observe(outcome.duration)
+        final = False
+        if outcome.error is None:
+            outcome.error = _json_problem(outcome.value)
+            if outcome.error is None:
+                await self._succeeded(delivery, message, outcome, quiet)
+                return outcome
+            final = True  # the same code would return the same value: retrying is useless
+        await self._failed(
+            delivery, message, task, outcome.error, retries=retries, quiet=quiet, final=final
+        )
+        return outcome
+
+    def _call(self, task: Task, message: TaskMessage, delivery: Delivery, retries: int) -> Call:
+        info = {
+            "queue": delivery.queue,
+            "deliveries": delivery.deliveries,
+            "stream_sequence": delivery.stream_sequence,
+            "worker": self.worker_name,
+        }
+        request = Request.from_message(message, retries=retries, delivery_info=info)
+        return Call(
+            task=message.task,
+            args=tuple(message.args),
+            kwargs=dict(message.kwargs),
+            soft_time_limit=message.soft_time_limit or task.soft_time_limit,
+            time_limit=message.time_limit or task.time_limit,
+            request=request,
+        )
+
+    async def _skipped(self, delivery: Delivery, message: TaskMessage) -> bool:
+        reason = await self.broker.revocations.reason(message.id)
+        if reason is None and message.expires is not None:
+            expires = _utc(message.expires)
+            if expires <= datetime.now(UTC):
+                reason = f"expired at {expires.isoformat()}"
+        if reason is None:
+            return False
+        log.info("not running %s: %s", message.task, reason)
+        record = self._final(TaskState.REVOKED, error=reason)
+        await self._store(message, record)
+        # What depended on it (the rest of a chain, a chord) will not complete either.
+        await canvas.on_failure(self.broker, message, record)
+        self.metrics.revoked.labels(delivery.queue, message.task).inc()
+        await delivery.ack()
+        return True
+
+    async def _unknown_task(self, delivery: Delivery, message: TaskMessage) -> None:
+        error = f"task {message.task!r} is not registered in app {self.app.name!r}"
+        log.error("dead-lettering: %s", error)
+        await self._dead_letter(delivery, DeadLetterReason.UNKNOWN_TASK, error, None, message)
+        record = self._final(TaskState.FAILURE, error=f"NotRegistered: {error}")
+        record = record.model_copy(update={"exc_type": "NotRegistered"})
+        await self._store(message, record)
+        await canvas.on_failure(self.broker, message, record)
+        await delivery.term()
+
+    async def _succeeded(
+        self, delivery: Delivery, message: TaskMessage, outcome: Outcome, quiet: bool
+    ) -> None:
+        log.info("succeeded in %.3fs", outcome.duration)
+        if not quiet:
+            await self._store(message, self._final(TaskState.SUCCESS, result=outcome.value))
+        await canvas.on_success(self.broker, message, outcome.value)
+        await delivery.ack()
+        self.metrics.succeeded.labels(delivery.queue, message.task).inc()
+
+    async def _failed(
+        self,
+        delivery: Delivery,
+        message: TaskMessage,
+        task: Task,
+        error: ErrorInfo,
+        *,
+        retries: int,
+        quiet: bool,
+        final: bool,
+    ) -> None:
+        policy = RetryPolicy(
+            max_retries=_first(error.max_retries, message.max_retries, task.max_retries),
+            backoff=task.retry_backoff,
+            backoff_max=task.retry_backoff_max,
+            jitter=task.retry_jitter,
+        )
+        plan = GiveUp() if final else plan_retry(retries, policy, error.countdown, self.rng)
+        if isinstance(plan, GiveUp):
+            await self._gave_up(delivery, message, error, retries, quiet)
+            return
+        log.warning(
+            "attempt %d failed (%s); retrying in %.2fs", retries + 1, error.error, plan.delay
+        )
+        if not quiet:
+            record = ResultRecord(
+                state=TaskState.RETRY,
+                error=error.error,
+                exc_type=error.exc_type,
+                traceback=error.traceback,
+                retries=retries,
+                worker=self.worker_name,
+            )
+            await self._store(message, record)
+        await delivery.nak(plan.delay)
+        self.metrics.retried.labels(delivery.queue, message.task).inc()
+
+    async def _gave_up(
+        self, delivery: Delivery, message: TaskMessage, error: ErrorInfo, retries: int, quiet: bool
+    ) -> None:
+        log.error("failed for good after %d attempt(s): %s", delivery.deliveries, error.error)
+        record = self._final(TaskState.FAILURE, error=error.error).model_copy(
+            update={"exc_type": error.exc_type, "traceback": error.traceback, "retries": retries}
+        )
+        reason = DeadLetterReason.MAX_RETRIES
+        await self._dead_letter(delivery, reason, error.error, error.traceback, message)
+        if not quiet:
+            await self._store(message, record)
+        await canvas.on_failure(self.broker, message, record)
+        await delivery.term()
+        self.metrics.failed.labels(delivery.queue, message.task).inc()
+
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        reason: DeadLetterReason,
+        error: str,
+        traceback: str | None,
+        source: TaskMessage | Rejection,
+    ) -> None:
+        msg = delivery.msg
+        letter = DeadLetter(
+            reason=reason,
+            error=error,
+            traceback=traceback,
+            task_id=source.id if isinstance(source, TaskMessage) else source.task_id,
+            task=source.task,
+            queue=delivery.queue,
+            deliveries=delivery.deliveries,
+            stream_sequence=delivery.stream_sequence,
+            worker=self.worker_name,
+            failed_at=datetime.now(UTC),
+            original=msg.data.decode(errors="replace"),
+            original_headers={k: str(v) for k, v in (msg.headers or {}).items()},
+        )
+        try:
+            await _persist(lambda: self.broker.publish_dead_letter(letter), "dead letter")
+        except Exception as exc:
+            raise DeadLetterError(f"dead letter not stored ({exc!r})") from exc
+        self.metrics.dead_lettered.labels(delivery.queue, source.task or "-").inc()
+
+    def _final(self, state: TaskState, **fields: Any) -> ResultRecord:
+        return ResultRecord(
+            state=state, worker=self.worker_name, date_done=datetime.now(UTC), **fields
+        )
+
+    async def _store(self, message: TaskMessage, record: ResultRecord) -> None:
+        record = record.model_copy(update={"task": message.task})
+        await _persist(lambda: self.broker.results.put(message.id, record), "result")
+
+
+def _first(*values: int | None) -> int | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _json_problem(value: Any) -> ErrorInfo | None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        kind = type(value).__name__
+        return ErrorInfo("TypeError", f"the task's result ({kind}) is not JSON-serializable: {exc}")
+    return None
+
+
+async def _persist(write: Callable[[], Awaitable[None]], what: str) -> None:
+    """Retry a write through a short NATS outage (a server restart) before giving up."""
+    for delay in _PERSIST_DELAYS:
+        try:
+            await write()
+            return
+        except (TimeoutError, NoRespondersError) as exc:
+            log.warning("storing the %s failed (%r); trying again in %gs", what, exc, delay)
+            await asyncio.sleep(delay)
+    await write()
+
+
+async def _nak_or_log(delivery: Delivery, delay: float) -> None:
+    try:
+        await delivery.nak(delay)
+    except Exception as exc:
+        log.error("could not NAK (%r); the message returns after ack_wait", exc)

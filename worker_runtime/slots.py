@@ -1,0 +1,56 @@
+"""Free execution slots: a worker never asks for more messages than it can start.
+
+A queue's puller reserves slots before it sends a pull request for that many
+messages; each delivered message keeps one slot until its task's execution
+resource is free again (for an orphaned thread, that is when the thread ends);
+slots reserved for messages that never came are returned when the request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class SlotPool:
+    """A counting pool of ``capacity`` slots shared by every queue of one worker."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._free = capacity
+        self._changed = asyncio.Condition()
+
+    @property
+    def free(self) -> int:
+        """Slots nobody holds right now."""
+        return self._free
+
+    @property
+    def busy(self) -> int:
+        """Slots held by messages, reservations or orphaned threads."""
+        return self.capacity - self._free
+
+    async def reserve(self, most: int) -> int:
+        """Wait for at least one free slot, then take up to ``most`` of them."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free > 0)
+            taken = min(self._free, max(1, most))
+            self._free -= taken
+            return taken
+
+    def release(self, count: int = 1) -> None:
+        """Give back ``count`` slots (callable from loop callbacks)."""
+        if count <= 0:
+            return
+        self._free = min(self.capacity, self._free + count)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_idle(self) -> None:
+        """Wait until every slot is free."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free == self.capacity)

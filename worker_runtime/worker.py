@@ -1,0 +1,214 @@
+"""The worker process: connect, consume every queue, run tasks, and shut down cleanly.
+
+On SIGTERM or SIGINT the worker stops pulling, gives running tasks until the
+drain timeout, then NAKs what is left (no delay, so another worker takes it at
+once) and exits 0. A second signal skips the wait: it NAKs everything held and
+exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from celeriac.worker_runtime.consuming import QueueConsumer
+from celeriac.worker_runtime.delivery import Delivery
+from celeriac.worker_runtime.execution import Outcome, Pool
+from celeriac.worker_runtime.handling import Handler
+from celeriac.worker_runtime.health import HealthServer
+from celeriac.worker_runtime.metrics import WorkerMetrics
+from celeriac.worker_runtime.options import PoolKind, WorkerOptions
+from celeriac.worker_runtime.processes import ProcessPool
+from celeriac.worker_runtime.slots import SlotPool
+from celeriac.worker_runtime.threads import ThreadPool
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.broker import Broker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# NATS may be away this long (a server restart) before /healthz reports it.
+_DISCONNECT_GRACE = 10.0
+
+
+def make_pool(options: WorkerOptions) -> Pool:
+    """The pool ``--pool`` names."""
+    if options.pool is PoolKind.PROCESSES:
+        return ProcessPool(
+            options.app_spec, options.concurrency, options.max_tasks_per_child, options.loglevel
+        )
+    return ThreadPool()
+
+
+class Worker:
+    """One worker: its queues, slots, pool, probes and in-flight messages."""
+
+    def __init__(self, app: Celeriac, options: WorkerOptions) -> None:
+        self.app = app
+        self.options = options
+        self.queues = options.queues or (app.default_queue,)
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = WorkerMetrics()
+        self.stopping = asyncio.Event()
+        self.forced = asyncio.Event()
+        self.draining = False
+        self._slots = SlotPool(options.concurrency)
+        self._pool = make_pool(options)
+        self._health = HealthServer(options.health_port, self, self.metrics)
+        self._broker: Broker | None = None
+        self._handler: Handler | None = None
+        self._consumers: list[QueueConsumer] = []
+        self._running: dict[asyncio.Task[Outcome | None], Delivery] = {}
+        self._disconnected_since: float | None = None
+
+    # Probes -------------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive unless NATS has been disconnected for longer than a restart takes."""
+        nc = self._broker.nc if self._broker is not None else None
+        if nc is None:
+            return True, "starting"
+        if nc.is_connected:
+            self._disconnected_since = None
+            return True, "nats connected"
+        now = time.monotonic()
+        if self._disconnected_since is None:
+            self._disconnected_since = now
+        if now - self._disconnected_since < _DISCONNECT_GRACE:
+            return True, "nats reconnecting"
+        return False, f"nats disconnected for {now - self._disconnected_since:.0f}s"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when every queue's consumer is bound and the worker is not draining."""
+        if self.draining:
+            return False, "draining"
+        unbound = [c.queue for c in self._consumers if not c.bound]
+        if not self._consumers or unbound:
+            return False, f"queues not bound: {', '.join(unbound) or 'starting'}"
+        return True, f"consuming {', '.join(self.queues)}"
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until a signal; return the exit code."""
+        self._install_signals()
+        await self._health.start()
+        try:
+            broker = await self._unless_stopped(self.app.broker())
+            if broker is None:
+                return 0
+            self._broker = broker
+            await self._pool.start()
+            self._handler = Handler(self.app, self._broker, self._pool, self.metrics, self.name)
+            log.info(
+                "worker %s: pool %s, concurrency %d, queues %s",
+                self.name, self.options.pool.value, self.options.concurrency, ",".join(self.queues),
+            )  # fmt: skip
+            consumers = [asyncio.create_task(c.run()) for c in self._make_consumers(broker)]
+            await self.stopping.wait()
+            return await self._drain(consumers)
+        finally:
+            await self._pool.stop()
+            await self._health.stop()
+            with contextlib.suppress(Exception):
+                await self.app.aclose()
+
+    def _make_consumers(self, broker: Broker) -> list[QueueConsumer]:
+        # Each queue may ask for its share of the slots at once, so one busy queue
+        # cannot hold every free slot in a pull request while another has work.
+        share = max(1, self.options.concurrency // len(self.queues))
+        self._consumers = [
+            QueueConsumer(
+                q,
+                broker,
+                self._slots,
+                self._dispatch,
+                declare=bool(self.app.declare_queues),
+                share=share,
+                stopping=self.stopping,
+            )
+            for q in self.queues
+        ]
+        return self._consumers
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """Await ``work`` unless a stop signal comes first (NATS may be down at start:
+        the connection retries until it is up)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        log.info("stopped before connecting to NATS at %s", self.app.nats_url)
+        return None
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            log.info(
+                "%s: draining (up to %gs); send it again to stop at once",
+                sig.name, self.options.drain_timeout,
+            )  # fmt: skip
+            self.draining = True
+            self.stopping.set()
+        else:
+            log.warning("%s again: stopping now and NAKing held messages", sig.name)
+            self.forced.set()
+
+    def _dispatch(self, delivery: Delivery) -> None:
+        assert self._handler is not None
+        self.metrics.in_flight.inc()
+        task = asyncio.create_task(self._handler.handle(delivery))
+        self._running[task] = delivery
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Outcome | None]) -> None:
+        self._running.pop(task, None)
+        self.metrics.in_flight.dec()
+        outcome = None if task.cancelled() or task.exception() else task.result()
+        if outcome is not None and outcome.still_running is not None:
+            # An orphaned thread or coroutine keeps its slot until it really ends.
+            outcome.still_running.add_done_callback(lambda _: self._slots.release(1))
+        else:
+            self._slots.release(1)
+
+    async def _drain(self, consumers: list[asyncio.Task[None]]) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.drain_timeout
+        forced = asyncio.ensure_future(self.forced.wait())
+        log.info("draining: %d task(s) running", len(self._running))
+        pending: set[asyncio.Future[Any]] = {*consumers, *self._running}
+        while pending and not self.forced.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait({*pending, forced}, timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            pending = {t for t in [*consumers, *self._running] if not t.done()}
+        forced.cancel()
+        for consumer in consumers:
+            consumer.cancel()
+        left = dict(self._running)
+        if left:
+            log.warning("drain timeout: NAKing %d unfinished task(s) for redelivery", len(left))
+        for running, delivery in left.items():
+            running.cancel()
+            await delivery.nak_quietly()
+        await asyncio.gather(*consumers, *left, return_exceptions=True)
+        log.info("worker stopped")
+        return 1 if self.forced.is_set() else 0
