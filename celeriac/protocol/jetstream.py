@@ -29,6 +29,8 @@ class QueueSettings(BaseModel):
     # -1: unlimited; the worker dead-letters after the task's own max_retries.
     max_deliveries: int = Field(default=-1, ge=-1)
     max_ack_pending: int = Field(default=10_000, ge=1)
+    # Redelivery delays after an ack timeout (JetStream consumer backoff); empty: ack_wait.
+    backoff_seconds: tuple[float, ...] = ()
     dead_letter_max_age_seconds: float = Field(default=30 * 24 * 3600, ge=0)
 
 
@@ -72,4 +74,22 @@ def consumer_config(queue: str, settings: QueueSettings) -> dict[str, Any]:
         "max_deliver": settings.max_deliveries,
         "max_ack_pending": settings.max_ack_pending,
         "max_waiting": 512,
+        **({"backoff": list(settings.backoff_seconds)} if settings.backoff_seconds else {}),
     }
+
+
+# Shared KV buckets and how long their entries live (seconds); the SDK declares them
+# with the same values on a laptop, the operator creates them in a cluster.
+RESULT_TTL_SECONDS = 24 * 3600.0
+REVOKED_TTL_SECONDS = 30 * 24 * 3600.0
+CHORDS_TTL_SECONDS = 7 * 24 * 3600.0
+
+
+def shared_bucket_configs() -> list[dict[str, Any]]:
+    """Keyword arguments for nats-py's ``KeyValueConfig`` of every shared bucket."""
+    ttls = {
+        names.RESULTS_BUCKET: RESULT_TTL_SECONDS,
+        names.REVOKED_BUCKET: REVOKED_TTL_SECONDS,
+        names.CHORDS_BUCKET: CHORDS_TTL_SECONDS,
+    }
+    return [{"bucket": bucket, "ttl": ttl, "history": 1} for bucket, ttl in ttls.items()]

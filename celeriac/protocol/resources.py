@@ -1,0 +1,390 @@
+"""The TaskQueue and WorkerPool custom resources as pydantic models.
+
+These models are the single source of truth for the resources: the CRD YAML in
+``crds/`` (OpenAPI schema, defaults, CEL rules) and ``docs/crd-reference.md`` are
+generated from them, and the operator parses what it reads from the API server
+with them. Field names are the camelCase names users write in YAML; the Python
+attributes are their snake_case twins.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from celeriac.protocol import jetstream, names
+from celeriac.protocol.kubeschema import (
+    CONDITIONS_LIST,
+    ZERO_DURATION_CEL,
+    Condition,
+    Duration,
+    IntOrString,
+    KubeModel,
+    OpaqueObject,
+    cel,
+    object_default,
+    parse_duration,
+    validations,
+)
+
+GROUP = "celeriac.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+# A Python module path with an optional ":attribute", as `celeriac worker -A` takes it.
+APP_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?$"
+QueueName = Annotated[str, Field(pattern=names.QUEUE_NAME_PATTERN, max_length=63)]
+
+# ---------------------------------------------------------------------------- TaskQueue
+
+
+class Delivery(KubeModel):
+    """How tasks are handed to workers and redelivered."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                f"!self.ackWait.matches({ZERO_DURATION_CEL})",
+                "ackWait must be longer than zero",
+                ".ackWait",
+            ),
+            cel(
+                "self.maxDeliveries != 0",
+                "maxDeliveries must be -1 or at least 1",
+                ".maxDeliveries",
+            ),
+            cel(
+                "self.maxDeliveries == -1 || !has(self.retryBackoff) || "
+                "self.maxDeliveries > size(self.retryBackoff)",
+                "maxDeliveries must be -1 or more than the number of retryBackoff steps",
+                ".maxDeliveries",
+            ),
+        )
+    )
+
+    ack_wait: Duration = Field(
+        default="30s",
+        description="How long a delivered task may go without an ack or progress heartbeat "
+        "before it is redelivered.",
+    )
+    max_deliveries: int = Field(
+        default=-1,
+        ge=-1,
+        description="Deliveries before JetStream gives up on a task (-1: unlimited; the "
+        "worker dead-letters after the task's own max_retries).",
+    )
+    max_ack_pending: int = Field(
+        default=10_000, ge=1, description="Tasks that may be in flight at once over all workers."
+    )
+    retry_backoff: list[Duration] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Delays before redelivering a task whose worker vanished (ack wait "
+        "expired), one per attempt; the last repeats. Task retries use the task's own "
+        "retry_backoff.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Delivery:
+        if parse_duration(self.ack_wait) <= 0:
+            raise ValueError("ackWait must be longer than zero")
+        if self.max_deliveries == 0:
+            raise ValueError("maxDeliveries must be -1 or at least 1")
+        if self.max_deliveries != -1 and self.max_deliveries <= len(self.retry_backoff):
+            raise ValueError(
+                "maxDeliveries must be -1 or more than the number of retryBackoff steps"
+            )
+        return self
+
+
+class DeadLetter(KubeModel):
+    """How long dead-lettered tasks are kept."""
+
+    max_age: Duration = Field(
+        default="30d", description="Age after which dead letters are discarded (0s: forever)."
+    )
+
+
+class QueueNats(KubeModel):
+    """Which NATS this queue lives on, when not the operator's default."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^(nats|tls|ws|wss)://\S+$",
+        max_length=2048,
+        description="NATS URL (default: the operator's --nats-url).",
+    )
+
+
+class TaskQueueSpec(KubeModel):
+    """A queue: its work stream, durable consumer and dead-letter stream."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.queue) == has(oldSelf.queue) && "
+                "(!has(self.queue) || self.queue == oldSelf.queue)",
+                "queue is immutable: create a new TaskQueue instead",
+                ".queue",
+            ),
+            cel(
+                f"!self.duplicateWindow.matches({ZERO_DURATION_CEL})",
+                "duplicateWindow must be longer than zero",
+                ".duplicateWindow",
+            ),
+        )
+    )
+
+    queue: QueueName | None = Field(
+        default=None,
+        description="Queue name tasks are sent to (default: the resource's name). "
+        "1-63 lowercase letters, digits, '-' or '_'.",
+    )
+    max_age: Duration = Field(
+        default="7d", description="Discard tasks older than this (0s: never)."
+    )
+    max_messages: int = Field(default=-1, ge=-1, description="Most tasks queued (-1: no limit).")
+    max_bytes: int = Field(default=-1, ge=-1, description="Most bytes queued (-1: no limit).")
+    replicas: int = Field(default=1, ge=1, le=5, description="JetStream stream replicas.")
+    duplicate_window: Duration = Field(
+        default="2m",
+        description="Window in which a resubmitted task id is enqueued only once.",
+    )
+    delivery: Delivery = Field(default_factory=Delivery, json_schema_extra=object_default(Delivery))
+    dead_letter: DeadLetter = Field(
+        default_factory=DeadLetter, json_schema_extra=object_default(DeadLetter)
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="Retain keeps the streams and their tasks when the TaskQueue is deleted; "
+        "Delete removes them.",
+    )
+    nats: QueueNats | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskQueueSpec:
+        if parse_duration(self.duplicate_window) <= 0:
+            raise ValueError("duplicateWindow must be longer than zero")
+        return self
+
+    def queue_name(self, resource_name: str) -> str:
+        """The queue this spec declares: ``spec.queue`` or the resource's name."""
+        return names.check_queue_name(self.queue or resource_name)
+
+    def to_queue_settings(self) -> jetstream.QueueSettings:
+        """The JetStream settings this spec asks for."""
+        return jetstream.QueueSettings(
+            max_age_seconds=parse_duration(self.max_age),
+            max_messages=self.max_messages,
+            max_bytes=self.max_bytes,
+            replicas=self.replicas,
+            duplicate_window_seconds=parse_duration(self.duplicate_window),
+            ack_wait_seconds=parse_duration(self.delivery.ack_wait),
+            max_deliveries=self.delivery.max_deliveries,
+            max_ack_pending=self.delivery.max_ack_pending,
+            backoff_seconds=tuple(parse_duration(d) for d in self.delivery.retry_backoff),
+            dead_letter_max_age_seconds=parse_duration(self.dead_letter.max_age),
+        )
+
+
+class TaskQueueStatus(KubeModel):
+    """What the operator last saw of the queue."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    queue: str | None = Field(default=None, description="The queue name in use.")
+    stream: str | None = Field(default=None, description="The work stream.")
+    dead_letter_stream: str | None = None
+    consumer: str | None = None
+    backlog: int | None = Field(default=None, description="Tasks waiting for a worker.")
+    in_flight: int | None = Field(default=None, description="Tasks delivered, not yet acked.")
+    redelivered: int | None = Field(default=None, description="In-flight tasks redelivered.")
+    dead_letters: int | None = Field(default=None, description="Tasks in the dead-letter stream.")
+
+
+# ---------------------------------------------------------------------------- WorkerPool
+
+
+class Autoscaling(KubeModel):
+    """Scale the pool on its queues' backlog, to zero and back."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must not exceed maxReplicas",
+                ".minReplicas",
+            ),
+            cel(
+                "!(has(self.targetBacklogPerReplica) && has(self.targetDrainTime))",
+                "set either targetBacklogPerReplica or targetDrainTime, not both",
+                ".targetDrainTime",
+            ),
+            cel(
+                f"!has(self.targetDrainTime) || !self.targetDrainTime.matches({ZERO_DURATION_CEL})",
+                "targetDrainTime must be longer than zero",
+                ".targetDrainTime",
+            ),
+            cel(
+                f"!self.pollInterval.matches({ZERO_DURATION_CEL})",
+                "pollInterval must be longer than zero",
+                ".pollInterval",
+            ),
+        )
+    )
+
+    enabled: bool = Field(default=True, description="false: use spec.replicas instead.")
+    min_replicas: int = Field(default=0, ge=0, le=1000, description="Fewest replicas (0 allowed).")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most replicas.")
+    target_backlog_per_replica: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tasks (waiting + in flight) one replica should have (default: its "
+        "concurrency).",
+    )
+    target_drain_time: Duration | None = Field(
+        default=None,
+        description="Instead of a backlog target: enough replicas to finish the backlog in "
+        "this time at the observed completion rate.",
+    )
+    scale_down_stabilization: Duration = Field(
+        default="60s",
+        description="Scale down only after fewer replicas were enough for this long.",
+    )
+    idle_before_zero: Duration = Field(
+        default="5m",
+        description="With minReplicas 0: scale to zero after the queues were empty this long.",
+    )
+    poll_interval: Duration = Field(default="2s", description="How often backlog is read.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.target_backlog_per_replica is not None and self.target_drain_time is not None:
+            raise ValueError("set either targetBacklogPerReplica or targetDrainTime, not both")
+        if self.target_drain_time is not None and parse_duration(self.target_drain_time) <= 0:
+            raise ValueError("targetDrainTime must be longer than zero")
+        if parse_duration(self.poll_interval) <= 0:
+            raise ValueError("pollInterval must be longer than zero")
+        return self
+
+
+class Resources(KubeModel):
+    """Compute resources of each worker container."""
+
+    limits: dict[str, IntOrString] = Field(default_factory=dict)
+    requests: dict[str, IntOrString] = Field(default_factory=dict)
+
+
+class EnvVar(KubeModel):
+    """An environment variable, as in a Kubernetes container."""
+
+    name: str = Field(min_length=1, max_length=256)
+    value: str | None = None
+    value_from: OpaqueObject | None = None
+
+
+class PoolNats(KubeModel):
+    """How the workers reach NATS, when not the operator's default."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^(nats|tls|ws|wss)://\S+$",
+        max_length=2048,
+        description="NATS URL for the workers (default: the operator's --nats-url).",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Secret with a `nats.creds` key, mounted into the workers.",
+    )
+
+
+class WorkerPoolSpec(KubeModel):
+    """A Deployment of workers consuming some queues."""
+
+    queues: list[QueueName] = Field(
+        min_length=1,
+        max_length=32,
+        description="Queues the workers consume.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    app: str = Field(
+        pattern=APP_PATTERN,
+        max_length=512,
+        description="Module defining the tasks, optionally `module:attribute` (worker -A).",
+    )
+    image: str = Field(min_length=1, max_length=1024, description="Worker container image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    concurrency: int = Field(default=10, ge=1, le=10_000, description="Tasks run at once per pod.")
+    pool: Literal["asyncio", "threads", "processes"] = Field(
+        default="asyncio", description="Where tasks run inside a worker."
+    )
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Replicas when autoscaling is off (kubectl scale)."
+    )
+    autoscaling: Autoscaling | None = None
+    resources: Resources | None = None
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    env_from: list[OpaqueObject] = Field(default_factory=list, max_length=64)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[OpaqueObject] = Field(default_factory=list)
+    affinity: OpaqueObject | None = None
+    service_account_name: str | None = Field(default=None, max_length=253)
+    termination_grace_period_seconds: int = Field(
+        default=30, ge=0, le=86_400, description="Time a stopping worker has to finish tasks."
+    )
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    security_context: OpaqueObject | None = Field(
+        default=None,
+        description="Pod security context replacing the default (non-root, RuntimeDefault "
+        "seccomp).",
+    )
+    nats: PoolNats | None = None
+
+    def autoscaling_enabled(self) -> bool:
+        """True when the operator, not spec.replicas, sets the replica count."""
+        return self.autoscaling is not None and self.autoscaling.enabled
+
+
+class WorkerPoolStatus(KubeModel):
+    """What the operator last saw and decided for the pool."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    replicas: int | None = Field(default=None, description="Pods of the Deployment.")
+    ready_replicas: int | None = None
+    desired_replicas: int | None = Field(
+        default=None, description="Replicas the operator asks for."
+    )
+    selector: str | None = Field(default=None, description="Label selector of the pods.")
+    deployment: str | None = None
+    backlog: int | None = Field(default=None, description="Tasks waiting, over all queues.")
+    in_flight: int | None = Field(default=None, description="Tasks in flight, over all queues.")
+    last_scale_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    last_scale_reason: str | None = None
+    last_active_time: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="Last time the queues had work (for idleBeforeZero).",
+    )
+    scale_down_since: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="Since when fewer replicas would do (for scaleDownStabilization).",
+    )
+    scale_down_peak: int | None = Field(
+        default=None, description="Most replicas needed since scaleDownSince."
+    )
+
+
+# Rules on the whole object: CEL at the root may read metadata.name.
+TASKQUEUE_ROOT_RULES: list[dict[str, str]] = [
+    cel(
+        f"has(self.spec.queue) || self.metadata.name.matches('{names.QUEUE_NAME_PATTERN}')",
+        "metadata.name is not a valid queue name (1-63 lowercase letters, digits, '-' or '_'); "
+        "rename the TaskQueue or set spec.queue",
+    ),
+]

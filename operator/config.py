@@ -1,0 +1,48 @@
+"""The operator's configuration: command-line flags with environment fallbacks.
+
+``celeriac operator`` parses flags; ``kopf run -m celeriac.operator.handlers``
+has no flags of ours, so the same settings also come from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+NATS_URL_ENV = "CELERIAC_NATS_URL"
+NATS_CREDS_ENV = "CELERIAC_NATS_CREDS"
+WORKER_NATS_URL_ENV = "CELERIAC_WORKER_NATS_URL"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What the handlers need to know about their surroundings."""
+
+    nats_url: str = DEFAULT_NATS_URL
+    # A NATS credentials file, typically a mounted Secret.
+    nats_credentials: Path | None = None
+    # The URL given to worker pods when it differs from the operator's (other network view).
+    worker_nats_url: str | None = None
+    kubeconfig: Path | None = None
+    # How often TaskQueue status refreshes its backlog numbers, in seconds.
+    queue_status_interval: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """The configuration the environment describes."""
+        environ = os.environ if env is None else env
+        creds = environ.get(NATS_CREDS_ENV)
+        kubeconfig = environ.get("KUBECONFIG")
+        return cls(
+            nats_url=environ.get(NATS_URL_ENV) or DEFAULT_NATS_URL,
+            nats_credentials=Path(creds) if creds else None,
+            worker_nats_url=environ.get(WORKER_NATS_URL_ENV) or None,
+            kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        )
+
+    def nats_url_for_workers(self, pool_url: str | None) -> str:
+        """The NATS URL a pool's workers get: the pool's own, else the operator's."""
+        return pool_url or self.worker_nats_url or self.nats_url

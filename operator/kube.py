@@ -1,0 +1,150 @@
+"""The few Kubernetes API calls the operator makes besides kopf's own.
+
+The official client is synchronous, so every call runs in a worker thread and
+the kopf event loop never blocks. The client object lives in the operator memo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes import config as _config
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+# The client's config helpers are untyped.
+config: Any = _config
+
+
+def api_client(kubeconfig: Path | None) -> Any:
+    """An ApiClient from ``kubeconfig``, $KUBECONFIG/~/.kube/config, or the pod's account."""
+    if kubeconfig is not None:
+        return config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except config.ConfigException:
+        return config.new_client_from_config()
+
+
+class DeploymentConflictError(Exception):
+    """A Deployment with the pool's Deployment name exists and belongs to something else."""
+
+
+class Deployments:
+    """Reads, creates, replaces and scales Deployments."""
+
+    def __init__(self, api: Any) -> None:
+        self._apps = client.AppsV1Api(api)
+        self._api = api
+
+    async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment as a plain dict, or None when there is none."""
+
+        def call() -> dict[str, Any] | None:
+            try:
+                obj = self._apps.read_namespaced_deployment(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            result: dict[str, Any] = self._api.sanitize_for_serialization(obj)
+            return result
+
+        return await asyncio.to_thread(call)
+
+    async def apply(
+        self, wanted: dict[str, Any], current: dict[str, Any] | None, owner_uid: str
+    ) -> dict[str, Any]:
+        """Create ``wanted``, or replace ``current`` with it (the pod template wholesale)."""
+        meta = wanted["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if current is None:
+            return await asyncio.to_thread(self._create, namespace, wanted)
+        owners = current["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
+            raise DeploymentConflictError(
+                f"Deployment {name} already exists and is not controlled by this WorkerPool"
+            )
+        body = dict(wanted)
+        body["metadata"] = {
+            **meta,
+            "resourceVersion": current["metadata"]["resourceVersion"],
+            # Keep what controllers and users annotated (revision, restartedAt, ...).
+            "annotations": current["metadata"].get("annotations") or {},
+        }
+        return await asyncio.to_thread(self._replace, namespace, name, body)
+
+    def _create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj = self._apps.create_namespaced_deployment(namespace, cast(Any, body))
+        result: dict[str, Any] = self._api.sanitize_for_serialization(obj)
+        return result
+
+    def _replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj = self._apps.replace_namespaced_deployment(name, namespace, cast(Any, body))
+        result: dict[str, Any] = self._api.sanitize_for_serialization(obj)
+        return result
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Set the Deployment's replica count (a merge patch of spec.replicas only)."""
+        await asyncio.to_thread(
+            self._apps.patch_namespaced_deployment_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+
+class Events:
+    """Posts Kubernetes Events about our objects (best effort: failures are only logged)."""
+
+    def __init__(self, api: Any, component: str = "celeriac-operator") -> None:
+        self._core = client.CoreV1Api(api)
+        self._component = component
+
+    def event_body(
+        self, obj: Mapping[str, Any], reason: str, message: str, type_: str, now: float
+    ) -> dict[str, Any]:
+        """A core/v1 Event about ``obj``."""
+        meta = obj["metadata"]
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+
+    async def post(
+        self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        """Post one Event; ``type_`` is Normal or Warning."""
+        body = self.event_body(obj, reason, message, type_, time.time())
+        namespace = body["metadata"]["namespace"]
+        try:
+            await asyncio.to_thread(self._core.create_namespaced_event, namespace, cast(Any, body))
+        except ApiException as exc:
+            log.warning("could not post event %s on %s: %s", reason, obj["metadata"]["name"], exc)

@@ -1,0 +1,227 @@
+"""Builds the worker Deployment of a WorkerPool (pure: dicts in, dicts out).
+
+Everything the pool's pods look like is decided here, so it is table-tested
+without a cluster and the reconciler only sends what these functions return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
+
+POOL_LABEL = "celeriac.io/pool"
+MANAGED_BY = "celeriac-operator"
+HEALTH_PORT = 8080
+CONTAINER_NAME = "worker"
+TMP_VOLUME = "tmp"
+CREDS_VOLUME = "nats-creds"
+CREDS_DIR = "/etc/celeriac/nats"
+CREDS_KEY = "nats.creds"
+# A numeric non-root user, so runAsNonRoot holds for images whose USER is a name or root.
+DEFAULT_UID = 10001
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """The identity of a WorkerPool object."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def deployment_name(pool: str) -> str:
+    """The name of the Deployment running the pool's workers."""
+    return f"{pool}-workers"
+
+
+def selector_labels(pool: str) -> dict[str, str]:
+    """Labels that select the pool's pods (immutable once the Deployment exists)."""
+    return {POOL_LABEL: pool}
+
+
+def selector_string(pool: str) -> str:
+    """The pod selector as text, for the scale subresource's labelSelectorPath."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(pool).items())
+
+
+def pool_labels(pool: str) -> dict[str, str]:
+    """Labels of the Deployment and its pods."""
+    return {
+        **selector_labels(pool),
+        "app.kubernetes.io/name": "celeriac-worker",
+        "app.kubernetes.io/instance": pool,
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/part-of": "celeriac",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def owner_reference(pool: PoolRef) -> dict[str, Any]:
+    """Makes the Deployment the pool's: deleted with it, and watched as its child."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkerPool",
+        "name": pool.name,
+        "uid": pool.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def worker_command(spec: WorkerPoolSpec) -> list[str]:
+    """``celeriac worker`` with the pool's app, queues, concurrency and pool kind."""
+    return [
+        "celeriac", "worker",
+        "-A", spec.app,
+        "-Q", ",".join(spec.queues),
+        "-c", str(spec.concurrency),
+        "--pool", spec.pool,
+    ]  # fmt: skip
+
+
+def _env_var(var: EnvVar) -> dict[str, Any]:
+    return var.model_dump(by_alias=True, exclude_none=True)
+
+
+def worker_env(spec: WorkerPoolSpec, nats_url: str) -> list[dict[str, Any]]:
+    """Celeriac's variables, then the user's (a user variable of the same name wins)."""
+    ours: dict[str, dict[str, Any]] = {
+        "CELERIAC_NATS_URL": {"name": "CELERIAC_NATS_URL", "value": nats_url},
+        # The operator owns the queues: workers must not declare them with defaults.
+        "CELERIAC_DECLARE_QUEUES": {"name": "CELERIAC_DECLARE_QUEUES", "value": "0"},
+        "CELERIAC_HEALTH_PORT": {"name": "CELERIAC_HEALTH_PORT", "value": str(HEALTH_PORT)},
+        # Workers name themselves after their pod, so logs and metrics say which one.
+        "CELERIAC_WORKER_NAME": {
+            "name": "CELERIAC_WORKER_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+        },
+    }
+    if spec.nats and spec.nats.credentials_secret:
+        ours["CELERIAC_NATS_CREDS"] = {
+            "name": "CELERIAC_NATS_CREDS",
+            "value": f"{CREDS_DIR}/{CREDS_KEY}",
+        }
+    user = [_env_var(v) for v in spec.env]
+    user_names = {v["name"] for v in user}
+    return [v for v in ours.values() if v["name"] not in user_names] + user
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": HEALTH_PORT},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def worker_container(spec: WorkerPoolSpec, nats_url: str) -> dict[str, Any]:
+    """The worker container: command, env, probes, port and a locked-down context."""
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "command": worker_command(spec),
+        "env": worker_env(spec, nats_url),
+        "ports": [{"name": "metrics", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "readinessProbe": _probe("/readyz", period=5, failures=2),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+    }
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    if spec.env_from:
+        container["envFrom"] = [dict(e) for e in spec.env_from]
+    if spec.resources:
+        container["resources"] = spec.resources.model_dump(by_alias=True)
+    if spec.nats and spec.nats.credentials_secret:
+        container["volumeMounts"].append(
+            {"name": CREDS_VOLUME, "mountPath": CREDS_DIR, "readOnly": True}
+        )
+    return container
+
+
+def _volumes(spec: WorkerPoolSpec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {}}]
+    if spec.nats and spec.nats.credentials_secret:
+        volumes.append(
+            {"name": CREDS_VOLUME, "secret": {"secretName": spec.nats.credentials_secret}}
+        )
+    return volumes
+
+
+def _pod_security(spec: WorkerPoolSpec) -> dict[str, Any]:
+    if spec.security_context is not None:
+        return dict(spec.security_context)
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": DEFAULT_UID,
+        "runAsGroup": DEFAULT_UID,
+        "fsGroup": DEFAULT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_template(pool: PoolRef, spec: WorkerPoolSpec, nats_url: str) -> dict[str, Any]:
+    """The pod template; any change to it rolls the Deployment."""
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HEALTH_PORT),
+        "prometheus.io/path": "/metrics",
+        **spec.pod_annotations,
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [worker_container(spec, nats_url)],
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+        "securityContext": _pod_security(spec),
+        "volumes": _volumes(spec),
+    }
+    optional = {
+        "serviceAccountName": spec.service_account_name,
+        "nodeSelector": dict(spec.node_selector) or None,
+        "tolerations": [dict(t) for t in spec.tolerations] or None,
+        "affinity": dict(spec.affinity) if spec.affinity else None,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v is not None})
+    return {
+        "metadata": {
+            "labels": {**spec.pod_labels, **pool_labels(pool.name)},
+            "annotations": annotations,
+        },
+        "spec": pod_spec,
+    }
+
+
+def worker_deployment(
+    pool: PoolRef, spec: WorkerPoolSpec, *, nats_url: str, replicas: int
+) -> dict[str, Any]:
+    """The complete Deployment for ``pool`` running ``replicas`` workers."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(pool.name),
+            "namespace": pool.namespace,
+            "labels": pool_labels(pool.name),
+            "ownerReferences": [owner_reference(pool)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(pool.name)},
+            # Start a new worker before stopping an old one, so capacity never dips.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": pod_template(pool, spec, nats_url),
+        },
+    }

@@ -1,0 +1,178 @@
+"""Makes a queue's JetStream objects match a TaskQueue, and reads its backlog.
+
+Streams and the consumer are built by :mod:`celeriac.protocol.jetstream` (the same
+builders the SDK uses on a laptop). Creating is idempotent; on update, what
+JetStream cannot change in place (storage type, retention, ack policy) is left
+as it is and reported, so the TaskQueue status can say what to do about it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
+from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
+
+from celeriac.protocol import jetstream, names
+
+# Stream settings JetStream refuses to change on an existing stream.
+_STREAM_FIXED = ("storage", "retention")
+# Consumer settings JetStream refuses to change on an existing consumer.
+_CONSUMER_FIXED = ("ack_policy", "deliver_policy")
+
+
+@dataclass
+class QueueReport:
+    """What one reconciliation did and what it could not do."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Live numbers of one queue, read through the JetStream API."""
+
+    pending: int
+    ack_pending: int
+    redelivered: int
+    # Deliveries acknowledged or terminated so far (for the completion rate).
+    completed: int
+    dead_letters: int
+
+
+def _plain(value: Any) -> Any:
+    """Enum members as their values, so configs compare with the builders' strings."""
+    return getattr(value, "value", value)
+
+
+def _same(have: Any, want: Any) -> bool:
+    have, want = _plain(have), _plain(want)
+    if isinstance(want, float) or isinstance(have, float):
+        return have is not None and math.isclose(float(have), float(want), rel_tol=1e-6)
+    if isinstance(want, list):
+        return list(have or []) == want
+    return bool(have == want)
+
+
+def _differences(current: Any, wanted: dict[str, Any]) -> list[str]:
+    return [k for k, v in wanted.items() if k != "name" and not _same(getattr(current, k), v)]
+
+
+async def _ensure_stream(js: JetStreamContext, wanted: dict[str, Any], report: QueueReport) -> None:
+    name = str(wanted["name"])
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(**wanted))
+        report.created.append(f"stream {name}")
+        return
+    wanted = dict(wanted)
+    for key in _STREAM_FIXED:
+        have = _plain(getattr(info.config, key))
+        if have != wanted[key]:
+            report.problems.append(
+                f"stream {name} has {key} {have!r}, the TaskQueue wants {wanted[key]!r}: "
+                "JetStream cannot change it; delete the stream to recreate it"
+            )
+            wanted[key] = have
+    changed = _differences(info.config, wanted)
+    if not changed:
+        return
+    try:
+        await js.update_stream(StreamConfig(**wanted))
+        report.updated.append(f"stream {name} ({', '.join(changed)})")
+    except APIError as exc:
+        report.problems.append(f"stream {name}: JetStream refused {', '.join(changed)}: {exc}")
+
+
+async def _ensure_consumer(
+    js: JetStreamContext, queue: str, settings: jetstream.QueueSettings, report: QueueReport
+) -> None:
+    stream = names.stream_name(queue)
+    wanted = jetstream.consumer_config(queue, settings)
+    durable = str(wanted["durable_name"])
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        await js.add_consumer(stream, ConsumerConfig(**wanted))
+        report.created.append(f"consumer {stream}/{durable}")
+        return
+    for key in _CONSUMER_FIXED:
+        have = _plain(getattr(info.config, key))
+        if have != wanted[key]:
+            report.problems.append(
+                f"consumer {durable} has {key} {have!r}, wanted {wanted[key]!r}: JetStream "
+                "cannot change it; delete the consumer to recreate it"
+            )
+            wanted[key] = have
+    if "backoff" not in wanted and info.config.backoff:
+        wanted["backoff"] = []
+    changed = [k for k in _differences(info.config, wanted) if k != "durable_name"]
+    if not changed:
+        return
+    try:
+        await js.add_consumer(stream, ConsumerConfig(**wanted))
+        report.updated.append(f"consumer {stream}/{durable} ({', '.join(changed)})")
+    except APIError as exc:
+        report.problems.append(f"consumer {durable}: JetStream refused {', '.join(changed)}: {exc}")
+
+
+async def ensure_queue(
+    js: JetStreamContext, queue: str, settings: jetstream.QueueSettings
+) -> QueueReport:
+    """Create or update the work stream, dead-letter stream and consumer of ``queue``."""
+    report = QueueReport()
+    await _ensure_stream(js, jetstream.work_stream_config(queue, settings), report)
+    await _ensure_stream(js, jetstream.dead_letter_stream_config(queue, settings), report)
+    await _ensure_consumer(js, queue, settings, report)
+    await ensure_buckets(js, report)
+    return report
+
+
+async def ensure_buckets(js: JetStreamContext, report: QueueReport) -> None:
+    """Create the shared result, revocation and chord buckets when missing (never changed)."""
+    for config in jetstream.shared_bucket_configs():
+        try:
+            await js.key_value(config["bucket"])
+        except BucketNotFoundError:
+            try:
+                await js.create_key_value(KeyValueConfig(**config))
+                report.created.append(f"bucket {config['bucket']}")
+            except BadRequestError:
+                pass  # created concurrently by someone else: fine
+
+
+async def queue_stats(js: JetStreamContext, queue: str) -> QueueStats:
+    """Backlog numbers of ``queue``; NotFoundError when its stream or consumer is missing."""
+    info = await js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME)
+    try:
+        dlq = await js.stream_info(names.dead_letter_stream_name(queue))
+        dead = int(dlq.state.messages)
+    except NotFoundError:
+        dead = 0
+    ack_pending = int(info.num_ack_pending or 0)
+    delivered = int(info.delivered.consumer_seq) if info.delivered else 0
+    return QueueStats(
+        pending=int(info.num_pending or 0),
+        ack_pending=ack_pending,
+        redelivered=int(info.num_redelivered or 0),
+        completed=max(0, delivered - ack_pending),
+        dead_letters=dead,
+    )
+
+
+async def delete_queue(js: JetStreamContext, queue: str) -> list[str]:
+    """Delete the queue's streams (the consumer goes with its stream); returns what went."""
+    deleted = []
+    for stream in (names.stream_name(queue), names.dead_letter_stream_name(queue)):
+        try:
+            await js.delete_stream(stream)
+            deleted.append(stream)
+        except NotFoundError:
+            pass
+    return deleted

@@ -1,0 +1,94 @@
+"""Status bookkeeping shared by the handlers (pure).
+
+Conditions keep their ``lastTransitionTime`` unless their status flips; the
+autoscaler's memory round-trips through the WorkerPool status as RFC 3339 times;
+and only fields that changed are patched, so a quiet pool causes no API writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from celeriac.operator.autoscaling import Decision, ScalingState
+
+
+def iso(timestamp: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time with second precision."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str | None) -> float | None:
+    """An RFC 3339 time as Unix seconds; None for missing or unreadable values."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def condition(
+    type_: str, ok: bool, reason: str, message: str, *, generation: int | None = None
+) -> dict[str, Any]:
+    """A condition without its transition time (see :func:`merge_conditions`)."""
+    out: dict[str, Any] = {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+    }
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def merge_conditions(
+    old: list[Mapping[str, Any]] | None, new: list[dict[str, Any]], now: float
+) -> list[dict[str, Any]]:
+    """``old`` with ``new`` laid over it by type, keeping transition times that still hold."""
+    by_type = {str(c.get("type")): dict(c) for c in old or []}
+    for cond in new:
+        previous = by_type.get(cond["type"])
+        same = previous is not None and previous.get("status") == cond["status"]
+        since = previous.get("lastTransitionTime") if same and previous else None
+        by_type[cond["type"]] = {**cond, "lastTransitionTime": since or iso(now)}
+    return list(by_type.values())
+
+
+def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``new`` that differ from ``old`` (what a status patch must carry)."""
+    before = old or {}
+    return {k: v for k, v in new.items() if before.get(k) != v}
+
+
+def scaling_state(status: Mapping[str, Any] | None) -> ScalingState:
+    """The autoscaler's memory as stored in a WorkerPool status."""
+    st = status or {}
+    peak = st.get("scaleDownPeak")
+    return ScalingState(
+        last_scale_time=from_iso(st.get("lastScaleTime")),
+        last_active_time=from_iso(st.get("lastActiveTime")),
+        scale_down_since=from_iso(st.get("scaleDownSince")),
+        scale_down_peak=int(peak) if peak is not None else None,
+    )
+
+
+def scaling_status(decision: Decision) -> dict[str, Any]:
+    """The status fields recording ``decision`` and the autoscaler's memory."""
+    state = decision.state
+
+    def maybe(ts: float | None) -> str | None:
+        return iso(ts) if ts is not None else None
+
+    out: dict[str, Any] = {
+        "desiredReplicas": decision.replicas,
+        "lastScaleTime": maybe(state.last_scale_time),
+        "lastActiveTime": maybe(state.last_active_time),
+        "scaleDownSince": maybe(state.scale_down_since),
+        "scaleDownPeak": state.scale_down_peak,
+    }
+    if decision.changed:
+        out["lastScaleReason"] = decision.reason
+    return out

@@ -1,0 +1,92 @@
+"""Fixtures of the operator's end-to-end tests: CRDs installed, the operator running."""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from celeriac.devenv.cluster import KubeEnvironment
+from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class OperatorProcess:
+    """``python -m celeriac.operator`` against the test cluster, restartable."""
+
+    kube: KubeEnvironment
+    log_dir: Path
+    port: int = 0
+    process: ManagedProcess | None = None
+
+    def start(self, role: str = "leader") -> None:
+        self.port = free_port()
+        argv = [
+            sys.executable, "-m", "celeriac.operator",
+            "--kubeconfig", str(self.kube.kubeconfig),
+            "--nats-url", str(self.kube.nats_url),
+            "--liveness-port", str(self.port),
+            "--lease-namespace", "default",
+            "--verbose",
+        ]  # fmt: skip
+        self.process = spawn("operator", argv, log_dir=self.log_dir, cwd=ROOT)
+        wait_until(
+            lambda: self.role() == role,
+            timeout=60,
+            what=f"the operator to be {role}",
+            alive=self.process,
+        )
+
+    def role(self) -> str:
+        """``leader`` or ``standby``, from the liveness endpoint."""
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode().split()[-1]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=15)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.process.log_tail(80) if self.process else ""
+
+
+@pytest.fixture(scope="session")
+def crds(kube_env: KubeEnvironment) -> KubeEnvironment:
+    """The cluster with Celeriac's CRDs installed and established."""
+    kube_env.kubectl("apply", "-f", str(ROOT / "crds"))
+    for name in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
+        kube_env.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return kube_env
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: KubeEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the session (tests that restart it leave it running)."""
+    proc = OperatorProcess(crds, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def namespace(crds: KubeEnvironment) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    crds.kubectl("create", "namespace", name)
+    yield name
+    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)

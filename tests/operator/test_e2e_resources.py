@@ -1,0 +1,60 @@
+"""The CRDs on the real API server: invalid specs are rejected at apply time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from celeriac.devenv.cluster import KubeEnvironment
+
+pytestmark = pytest.mark.e2e
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+INVALID = sorted((HERE / "invalid").glob("*.yaml"))
+
+
+def expected_fragment(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: ...'"
+    return first.removeprefix("# expect: ")
+
+
+def test_there_are_enough_invalid_examples() -> None:
+    assert len(INVALID) >= 12
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_spec_is_rejected_naming_the_field(
+    crds: KubeEnvironment, namespace: str, path: Path
+) -> None:
+    proc = crds.kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+    assert proc.returncode != 0, f"{path.name} was accepted"
+    assert expected_fragment(path) in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["taskqueue.yaml", "workerpool.yaml"])
+def test_examples_are_valid(crds: KubeEnvironment, namespace: str, name: str) -> None:
+    crds.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "examples" / name))
+
+
+def test_defaults_are_filled_in(crds: KubeEnvironment, namespace: str) -> None:
+    manifest = "apiVersion: celeriac.io/v1alpha1\nkind: TaskQueue\nmetadata: {name: plain}\n"
+    out = crds.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", "-o",
+        "jsonpath={.spec.delivery.ackWait} {.spec.deletionPolicy} {.spec.maxAge}",
+        input=manifest,
+    ).stdout  # fmt: skip
+    assert out == "30s Retain 7d"
+
+
+def test_queue_name_is_immutable(crds: KubeEnvironment, namespace: str) -> None:
+    manifest = (
+        "apiVersion: celeriac.io/v1alpha1\nkind: TaskQueue\n"
+        "metadata: {name: fixed}\nspec: {queue: %s}\n"
+    )
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest % "first")
+    proc = crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest % "second", check=False)
+    assert proc.returncode != 0
+    assert "queue is immutable" in proc.stderr

@@ -1,0 +1,115 @@
+"""The TaskQueue/WorkerPool models: durations, validation, and the JetStream settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from celeriac.protocol import jetstream
+from celeriac.protocol.kubeschema import format_duration, parse_duration
+from celeriac.protocol.resources import TaskQueueSpec, WorkerPoolSpec
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800), ("0s", 0),
+     ("1.5h", 5400)],
+)  # fmt: skip
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "30", "5 m", "1w", "-1s", "s", "1h 2m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5, 30, 90, 300, 3600, 86400, 7 * 86400])
+def test_format_duration_round_trips(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_defaults_match_the_laptop_defaults() -> None:
+    assert TaskQueueSpec().to_queue_settings() == jetstream.QueueSettings()
+
+
+def test_spec_maps_to_queue_settings() -> None:
+    spec = TaskQueueSpec.model_validate(
+        {
+            "maxAge": "1d",
+            "maxMessages": 1000,
+            "maxBytes": 1 << 20,
+            "replicas": 3,
+            "duplicateWindow": "5m",
+            "delivery": {
+                "ackWait": "1m",
+                "maxDeliveries": 5,
+                "maxAckPending": 50,
+                "retryBackoff": ["1s", "10s"],
+            },
+            "deadLetter": {"maxAge": "90d"},
+        }
+    )
+    settings = spec.to_queue_settings()
+    assert settings == jetstream.QueueSettings(
+        max_age_seconds=86400,
+        max_messages=1000,
+        max_bytes=1 << 20,
+        replicas=3,
+        duplicate_window_seconds=300,
+        ack_wait_seconds=60,
+        max_deliveries=5,
+        max_ack_pending=50,
+        backoff_seconds=(1.0, 10.0),
+        dead_letter_max_age_seconds=90 * 86400,
+    )
+    consumer = jetstream.consumer_config("q", settings)
+    assert consumer["backoff"] == [1.0, 10.0]
+    assert "backoff" not in jetstream.consumer_config("q", jetstream.QueueSettings())
+
+
+def test_queue_name_defaults_to_the_resource_name() -> None:
+    assert TaskQueueSpec().queue_name("emails") == "emails"
+    assert TaskQueueSpec(queue="bulk").queue_name("emails") == "bulk"
+    with pytest.raises(ValueError, match="invalid queue name"):
+        TaskQueueSpec().queue_name("Emails.v2")
+
+
+POOL = {"queues": ["q"], "app": "m", "image": "i"}
+
+# Python validation mirrors the CRD's, so bad specs fail the same way everywhere.
+INVALID: list[tuple[type[Any], dict[str, Any], str]] = [
+    (TaskQueueSpec, {"queue": "Bad.Name"}, "queue"),
+    (TaskQueueSpec, {"maxAge": "7 days"}, "maxAge"),
+    (TaskQueueSpec, {"replicas": 0}, "replicas"),
+    (TaskQueueSpec, {"duplicateWindow": "0s"}, "duplicateWindow"),
+    (TaskQueueSpec, {"delivery": {"ackWait": "0s"}}, "ackWait"),
+    (TaskQueueSpec, {"delivery": {"maxDeliveries": 0}}, "maxDeliveries"),
+    (TaskQueueSpec, {"delivery": {"maxDeliveries": 2, "retryBackoff": ["1s", "2s"]}},
+     "maxDeliveries"),
+    (TaskQueueSpec, {"deletionPolicy": "Purge"}, "deletionPolicy"),
+    (WorkerPoolSpec, {**POOL, "queues": []}, "queues"),
+    (WorkerPoolSpec, {**POOL, "app": "not a module"}, "app"),
+    (WorkerPoolSpec, {**POOL, "pool": "gevent"}, "pool"),
+    (WorkerPoolSpec, {**POOL, "concurrency": 0}, "concurrency"),
+    (WorkerPoolSpec, {**POOL, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+     "minReplicas"),
+    (WorkerPoolSpec, {**POOL, "autoscaling": {"targetBacklogPerReplica": 5,
+                                              "targetDrainTime": "1m"}}, "targetDrainTime"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "data", "field"), INVALID)
+def test_invalid_specs_name_the_field(model: type[Any], data: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        model.model_validate(data)
+
+
+def test_autoscaling_enabled() -> None:
+    assert not WorkerPoolSpec.model_validate(POOL).autoscaling_enabled()
+    assert WorkerPoolSpec.model_validate({**POOL, "autoscaling": {}}).autoscaling_enabled()
+    off = {**POOL, "autoscaling": {"enabled": False}}
+    assert not WorkerPoolSpec.model_validate(off).autoscaling_enabled()
