@@ -26,6 +26,7 @@ from celeriac.task import Task
 T = TypeVar("T")
 
 ENV_NATS_URL = "CELERIAC_NATS_URL"
+ENV_NATS_CREDS = "CELERIAC_NATS_CREDS"
 ENV_DECLARE_QUEUES = "CELERIAC_DECLARE_QUEUES"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -48,9 +49,12 @@ class Celeriac:
         default_queue: str = names.DEFAULT_QUEUE,
         result_ttl: float = 86400.0,
         declare_queues: bool | None = None,
+        nats_credentials: str | None = None,
     ) -> None:
         self.name = name
         self.nats_url = nats_url or os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL
+        # A NATS .creds file (JWT + nkey seed), as mounted by the operator into worker pods.
+        self.nats_credentials = nats_credentials or os.environ.get(ENV_NATS_CREDS) or None
         self.default_queue = names.check_queue_name(default_queue)
         if result_ttl < 0:
             raise ValueError(f"result_ttl must be >= 0 seconds (0 keeps results), not {result_ttl}")
@@ -166,7 +170,10 @@ class Celeriac:
             if future is None:
                 future = loop.create_task(
                     Broker.connect(
-                        self.nats_url, declare=self.declare_queues, result_ttl=self.result_ttl
+                        self.nats_url,
+                        declare=self.declare_queues,
+                        result_ttl=self.result_ttl,
+                        credentials=self.nats_credentials,
                     )
                 )
                 self._brokers[loop] = future

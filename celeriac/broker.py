@@ -75,7 +75,9 @@ class Broker:
         self._chords: KeyValue | None = None
 
     @classmethod
-    async def connect(cls, url: str, *, declare: bool, result_ttl: float) -> Broker:
+    async def connect(
+        cls, url: str, *, declare: bool, result_ttl: float, credentials: str | None = None
+    ) -> Broker:
         """Connect to ``url``; reconnects forever after the first connection succeeded."""
         try:
             nc = await nats.connect(
@@ -84,6 +86,7 @@ class Broker:
                 connect_timeout=5,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
+                user_credentials=credentials,
             )
         except Exception as exc:
             raise CeleriacError(f"cannot connect to NATS at {url}: {exc!r}") from exc
