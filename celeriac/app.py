@@ -18,7 +18,7 @@ from celeriac import async_result
 from celeriac.broker import Broker, Delayed
 from celeriac.canvas import Canvas, Signature
 from celeriac.planning import Plan, execute
-from celeriac.protocol import names
+from celeriac.protocol import jetstream, names
 from celeriac.submitting import Submission, build_message
 from celeriac.syncbridge import SyncBridge, refuse_inside_event_loop
 from celeriac.task import Task
@@ -47,7 +47,7 @@ class Celeriac:
         nats_url: str | None = None,
         *,
         default_queue: str = names.DEFAULT_QUEUE,
-        result_ttl: float = 86400.0,
+        result_ttl: float = jetstream.RESULT_TTL_SECONDS,
         declare_queues: bool | None = None,
         nats_credentials: str | None = None,
     ) -> None:

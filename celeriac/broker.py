@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from celeriac.declaring import Declarer, QueueInfo
 from celeriac.exceptions import CeleriacError, ScheduleNotSupported
-from celeriac.protocol import names
+from celeriac.protocol import jetstream, names
 from celeriac.protocol.envelope import DeadLetter, TaskMessage
 from celeriac.publishing import Publication, task_publication
 from celeriac.results import ResultStore
@@ -29,8 +29,6 @@ from celeriac.revocation import RevocationStore
 
 # JetStream error codes for "message schedules is disabled" / "pattern is invalid".
 _SCHEDULES_DISABLED = 10188
-# Chord bookkeeping must outlive the slowest chord; queues keep messages 7 days.
-CHORDS_TTL_SECONDS = 7 * 24 * 3600.0
 PUBLISH_TIMEOUT = 10.0
 
 
@@ -64,7 +62,7 @@ class Broker:
         *,
         declare: bool,
         result_ttl: float,
-        chords_ttl: float = CHORDS_TTL_SECONDS,
+        chords_ttl: float = jetstream.CHORDS_TTL_SECONDS,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()

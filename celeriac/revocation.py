@@ -10,17 +10,13 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from celeriac.declaring import Declarer
-from celeriac.protocol import names
-
-# Revocations outlive any task that could still be waiting in a default queue
-# (streams keep messages 7 days); older entries are removed by the server.
-REVOKED_TTL_SECONDS = 30 * 24 * 3600.0
+from celeriac.protocol import jetstream, names
 
 
 class RevocationStore:
     """Store and look up revoked task ids; the bucket is opened on first use."""
 
-    def __init__(self, declarer: Declarer, ttl: float = REVOKED_TTL_SECONDS) -> None:
+    def __init__(self, declarer: Declarer, ttl: float = jetstream.REVOKED_TTL_SECONDS) -> None:
         self._declarer = declarer
         self._ttl = ttl
         self._kv: KeyValue | None = None

@@ -80,6 +80,8 @@ def consumer_config(queue: str, settings: QueueSettings) -> dict[str, Any]:
 
 # Shared KV buckets and how long their entries live (seconds); the SDK declares them
 # with the same values on a laptop, the operator creates them in a cluster.
+# Results live a day by default (Celery's default too). Revocations and chord documents
+# outlive any task still waiting in a default queue (streams keep messages 7 days).
 RESULT_TTL_SECONDS = 24 * 3600.0
 REVOKED_TTL_SECONDS = 30 * 24 * 3600.0
 CHORDS_TTL_SECONDS = 7 * 24 * 3600.0
