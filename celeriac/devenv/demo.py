@@ -1,118 +1,66 @@
-"""The README's demo: bring up the local environment and show it working.
+"""The README's demo: the whole user journey on a local cluster, with live progress.
 
-``python -m celeriac.devenv.demo`` starts the control plane, kwok and NATS in a
-temporary folder, shows the simulated node, runs a small Deployment whose pods
-the pod runner turns into local processes, round-trips a JetStream message, and
-stops everything again.
+``python -m celeriac.devenv.demo`` starts the control plane, a kwok node and NATS
+in a temporary folder, installs the Helm chart, runs the operator with the chart
+ServiceAccount's credentials, applies the example TaskQueue and WorkerPool with
+kubectl, submits a few thousand tasks with the SDK, shows the backlog, replicas
+and throughput while they run, prints a summary, and stops everything again.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-from celeriac.devenv.cluster import KubeEnvironment, start_environment
+from celeriac.devenv.cluster import start_environment
 from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.processes import wait_until
-
-_HELLO = textwrap.dedent(
-    """
-    import os, signal, sys, time
-    print("hello from", os.environ["POD_NAME"], flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        time.sleep(3600)
-    """
-)
+from celeriac.devenv.journey import Journey, JourneyOptions, summary
 
 
-def _step(title: str) -> None:
-    print(f"\n== {title}", flush=True)
-
-
-def _show(env: KubeEnvironment, *args: str) -> None:
-    print(f"$ kubectl {' '.join(args)}")
-    print(env.kubectl(*args).stdout.rstrip(), flush=True)
-
-
-def _hello_deployment(replicas: int) -> str:
-    labels = {"celeriac.io/pool": "hello"}
-    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
-    container = {"name": "hello", "image": "example.invalid/hello:1", "env": env}
-    container["command"] = ["python", "-c", _HELLO]
-    spec = {
-        "replicas": replicas,
-        "selector": {"matchLabels": labels},
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {"terminationGracePeriodSeconds": 5, "containers": [container]},
-        },
-    }
-    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello"}}
-    return json.dumps({**manifest, "spec": spec})
-
-
-def _local_greetings(env: KubeEnvironment) -> int:
-    logs = env.workdir / "logs" / "pods"
-    return sum(1 for p in logs.glob("*.log") if "hello from" in p.read_text())
-
-
-async def _jetstream_roundtrip(url: str) -> str:
-    import nats
-
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await js.add_stream(name="DEMO", subjects=["demo.>"])
-        await js.publish("demo.greeting", b"hello, JetStream")
-        sub = await js.pull_subscribe("demo.>", durable="demo")
-        [msg] = await sub.fetch(1, timeout=5)
-        await msg.ack()
-        return msg.data.decode()
-    finally:
-        await nc.close()
-
-
-def run(workdir: Path) -> None:
-    """Run the demo in ``workdir``."""
-    _step("Starting etcd, kube-apiserver, controller-manager, scheduler, kwok, NATS")
+def run(workdir: Path, options: JourneyOptions) -> bool:
+    """Run the demo in ``workdir``; True when every task came back right."""
+    print("== Starting etcd, kube-apiserver, controller-manager, scheduler, kwok, NATS", flush=True)
     started = time.monotonic()
     env = start_environment(workdir)
     try:
         print(f"up in {time.monotonic() - started:.1f}s: {env.server}, NATS {env.nats_url}")
-        _show(env, "version")
-        _show(env, "get", "nodes", "-o", "wide")
-        _step("A Deployment of 3 pods; the pod runner runs each as a local process")
-        env.kubectl("apply", "-f", "-", input=_hello_deployment(3))
-        wait_until(lambda: _local_greetings(env) >= 3, timeout=90, what="3 local pods")
-        _show(env, "get", "pods", "-o", "wide")
-        _step("JetStream round trip")
-        assert env.nats_url is not None
-        print(asyncio.run(_jetstream_roundtrip(env.nats_url)))
+        print(env.kubectl("get", "nodes").stdout.rstrip(), flush=True)
+        with Journey(env, options, sys.stdout) as journey:
+            report = journey.run()
+        print("\n== Summary")
+        for line in summary(report, options):
+            print(line)
+        print(f"(logs: {workdir / 'logs'})")
+        return not report.wrong and report.succeeded == report.tasks
     finally:
-        _step("Stopping everything")
+        print("\n== Stopping everything", flush=True)
         env.stop()
-    print("done")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m celeriac.devenv.demo", description=__doc__)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a new temp folder")
+    parser.add_argument("--tasks", type=int, default=3000, help="tasks to submit (default 3000)")
+    parser.add_argument("--max-replicas", type=int, default=4, help="pool maximum (default 4)")
     args = parser.parse_args(argv)
+    if args.tasks < 1 or args.max_replicas < 1:
+        parser.error("--tasks and --max-replicas must be at least 1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="celeriac-demo-"))
+    options = JourneyOptions(tasks=args.tasks, max_replicas=args.max_replicas)
     try:
-        run(workdir)
+        ok = run(workdir, options)
     except DevenvError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    print("done" if ok else "some tasks did not come back right")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

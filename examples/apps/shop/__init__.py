@@ -1,0 +1,1 @@
+"""An example shop whose web apps and scripts hand slow work to Celeriac workers."""
