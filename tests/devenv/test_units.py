@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from celeriac.devenv.building import kubernetes_ldflags, staging_replacements
+from celeriac.devenv.building import ensure_binaries, kubernetes_ldflags, staging_replacements
+from celeriac.devenv.errors import DevenvError
 from celeriac.devenv.podrunner import container_argv, pod_environment, with_local_health_port
 
 GO_MOD = """module k8s.io/kubernetes
@@ -133,3 +134,22 @@ def test_cli_version() -> None:
         [sys.executable, "-m", "celeriac", "--version"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip().startswith("celeriac ")
+
+
+def test_missing_go_is_named_in_the_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERIAC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(DevenvError, match=r"Go toolchain .* not on PATH"):
+        ensure_binaries(["nats-server"], quiet=True)
+
+
+def test_an_unreachable_module_proxy_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An empty module cache and no proxy: the build cannot fetch its sources.
+    monkeypatch.setenv("CELERIAC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "gomod"))
+    monkeypatch.setenv("GOPROXY", "off")
+    monkeypatch.setenv("GOFLAGS", "")
+    with pytest.raises(DevenvError, match=r"building nats-server failed .*GOPROXY=off"):
+        ensure_binaries(["nats-server"], quiet=True)
