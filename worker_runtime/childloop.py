@@ -26,8 +26,6 @@ class _Running:
 
 def serve(app_spec: str, conn: Connection, loglevel: str) -> None:
     """Run calls from ``conn`` until the parent closes it or sends ``None``."""
-    configure_logging(loglevel)
-    app = load_app(app_spec)
     running = _Running()
 
     def soft_limit(signum: int, frame: FrameType | None) -> None:
@@ -35,6 +33,10 @@ def serve(app_spec: str, conn: Connection, loglevel: str) -> None:
             raise SoftTimeLimitExceeded("soft time limit exceeded")
 
     signal.signal(signal.SIGUSR1, soft_limit)
+    configure_logging(loglevel)
+    app = load_app(app_spec)
+    # The parent sends work, and starts its time-limit clocks, only after this.
+    conn.send(("ready", None))
     while True:
         try:
             call: Call | None = conn.recv()

@@ -40,6 +40,8 @@ class _Child:
         self.process = process
         self.conn = conn
         self.attempts = 0
+        # Set once the child has imported the app and said so; time limits start after.
+        self.ready = False
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -121,6 +123,12 @@ class ProcessPool:
         return Outcome(error=ErrorInfo("WorkerLostError", f"child process died (exit {code})"))
 
     async def _attempt(self, child: _Child, call: Call) -> Outcome:
+        if not child.ready:
+            try:
+                await _receive(child.conn)  # the child's "ready" after importing the app
+            except (EOFError, OSError):
+                return self._lost(child)
+            child.ready = True
         try:
             child.conn.send(call)
         except OSError:
