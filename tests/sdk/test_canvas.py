@@ -29,7 +29,7 @@ async def take(nc: Client, queue: str, count: int) -> list[TaskMessage]:
     while len(out) < count:
         for msg in await sub.fetch(count - len(out), timeout=5):
             out.append(TaskMessage.model_validate_json(msg.data))
-            await msg.ack()
+            await msg.ack_sync()  # acked before the stream is inspected
     await sub.unsubscribe()
     return out
 
