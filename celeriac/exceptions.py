@@ -55,7 +55,9 @@ class TaskError(CeleriacError):
         self.message = message
         self.traceback = traceback
         kind = exc_type or "Error"
-        super().__init__(f"task {task_id} failed: {kind}: {message}")
+        # Result records already carry "Type: message"; do not repeat the type.
+        text = message if message.startswith(f"{kind}:") else f"{kind}: {message}"
+        super().__init__(f"task {task_id} failed: {text}")
 
 
 class ResultTimeoutError(CeleriacError, TimeoutError):

@@ -268,3 +268,12 @@ def test_send_many_blocking(app: Celeriac, queue: str) -> None:
         return await stored((await app.broker()).nc, queue)
 
     assert app.run_sync(count, call="t", twin="t") == 51  # the delayed one waits as a schedule
+
+
+def test_task_error_names_the_exception_type_once() -> None:
+    from celeriac.exceptions import TaskError
+
+    expected = "task t1 failed: ValueError: bad"
+    assert str(TaskError("t1", "ValueError", "ValueError: bad")) == expected
+    assert str(TaskError("t1", "ValueError", "bad")) == expected
+    assert str(TaskError("t1", None, "gone")) == "task t1 failed: Error: gone"
