@@ -104,13 +104,21 @@ class Handler:
             return None
         retries = message.retries + delivery.deliveries - 1
         quiet = task.ignore_result or message.ignore_result
+        started: asyncio.Future[None] | None = None
         if not quiet:
-            await self._store(message, ResultRecord(state=TaskState.STARTED, retries=retries))
+            # STARTED is written while the task runs, not before: it costs the task no
+            # round trip. It is awaited before the final state so it never overwrites it.
+            record = ResultRecord(state=TaskState.STARTED, retries=retries)
+            started = asyncio.ensure_future(self._store(message, record))
         log.info("running %s (attempt %d)", message.task, retries + 1)
         delivery.start_heartbeat()
         # The heartbeat runs until the message is settled, so storing the result
         # through a NATS reconnect does not let the message be redelivered meanwhile.
-        outcome = await self.pool.run(task, self._call(task, message, delivery, retries))
+        try:
+            outcome = await self.pool.run(task, self._call(task, message, delivery, retries))
+        finally:
+            if started is not None:
+                await started
         self.metrics.duration.labels(delivery.queue, message.task).observe(outcome.duration)
         final = False
         if outcome.error is None:
