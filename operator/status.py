@@ -7,7 +7,8 @@ and only fields that changed are patched, so a quiet pool causes no API writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,29 @@ def merge_conditions(
         since = previous.get("lastTransitionTime") if same and previous else None
         by_type[cond["type"]] = {**cond, "lastTransitionTime": since or iso(now)}
     return list(by_type.values())
+
+
+def status_update(
+    status: Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+    conditions: list[dict[str, Any]],
+    now: float,
+) -> dict[str, Any]:
+    """The status patch: ``fields`` and merged ``conditions``, only what changed."""
+    new = dict(fields)
+    if conditions:
+        new["conditions"] = merge_conditions((status or {}).get("conditions"), conditions, now)
+    return changed_fields(status, new)
+
+
+def write_status(
+    patch_status: MutableMapping[str, Any],
+    status: Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+    conditions: list[dict[str, Any]],
+) -> None:
+    """Put the status update (see :func:`status_update`, as of now) into a kopf patch."""
+    patch_status.update(status_update(status, fields, conditions, time.time()))
 
 
 def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ Conditions: ``Ready`` (the queue's streams and consumer exist) and ``Synced``
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from celeriac.operator import queues
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events
-from celeriac.operator.status import changed_fields, condition, merge_conditions
+from celeriac.operator.status import condition, write_status
 from celeriac.protocol import names
 from celeriac.protocol.resources import GROUP, VERSION, TaskQueueSpec
 
@@ -47,20 +46,6 @@ def _stats_status(stats: queues.QueueStats) -> dict[str, Any]:
     }
 
 
-def _write_status(
-    patch: kopf.Patch,
-    status: Mapping[str, Any] | None,
-    fields: dict[str, Any],
-    conditions: list[dict[str, Any]],
-) -> None:
-    new = dict(fields)
-    if conditions:
-        new["conditions"] = merge_conditions(
-            (status or {}).get("conditions"), conditions, time.time()
-        )
-    patch.status.update(changed_fields(status, new))
-
-
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
@@ -73,7 +58,7 @@ async def reconcile_queue(
         spec, queue = parse_spec(body)
     except ValueError as exc:
         bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
-        _write_status(patch, status, {"observedGeneration": generation}, [bad])
+        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
         raise kopf.PermanentError(f"invalid TaskQueue: {exc}") from None
     connections: NatsConnections = memo.nats
     try:
@@ -82,7 +67,7 @@ async def reconcile_queue(
         stats = await queues.queue_stats(js, queue)
     except NATS_ERRORS as exc:
         down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}", generation=generation)
-        _write_status(patch, status, {}, [down])
+        write_status(patch.status, status, {}, [down])
         raise kopf.TemporaryError(f"NATS unavailable: {exc!r}", delay=5) from None
     await _report_events(memo.events, body, report)
     fields = {
@@ -101,7 +86,7 @@ async def reconcile_queue(
         generation=generation,
     )
     ready = condition("Ready", True, "QueueReady", f"queue {queue} is ready", generation=generation)
-    _write_status(patch, status, fields, [ready, synced])
+    write_status(patch.status, status, fields, [ready, synced])
 
 
 async def _report_events(events: Events, body: kopf.Body, report: queues.QueueReport) -> None:
@@ -135,10 +120,10 @@ async def refresh_queue_status(
             stats = await queues.queue_stats(js, queue)
     except NATS_ERRORS as exc:
         down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")
-        _write_status(patch, status, {}, [down])
+        write_status(patch.status, status, {}, [down])
         return
     ready = condition("Ready", True, "QueueReady", f"queue {queue} is ready")
-    _write_status(patch, status, _stats_status(stats), [ready])
+    write_status(patch.status, status, _stats_status(stats), [ready])
 
 
 @kopf.on.delete(*RESOURCE)

@@ -25,11 +25,10 @@ from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import DeploymentConflictError, Deployments, Events
 from celeriac.operator.status import (
-    changed_fields,
     condition,
-    merge_conditions,
     scaling_state,
     scaling_status,
+    write_status,
 )
 from celeriac.operator.taskqueues import NATS_ERRORS
 from celeriac.protocol.kubeschema import parse_duration
@@ -46,20 +45,6 @@ def parse_spec(body: Mapping[str, Any]) -> WorkerPoolSpec:
         return WorkerPoolSpec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
-
-
-def _write_status(
-    patch: kopf.Patch,
-    status: Mapping[str, Any] | None,
-    fields: dict[str, Any],
-    conditions: list[dict[str, Any]],
-) -> None:
-    new = dict(fields)
-    if conditions:
-        new["conditions"] = merge_conditions(
-            (status or {}).get("conditions"), conditions, time.time()
-        )
-    patch.status.update(changed_fields(status, new))
 
 
 def initial_replicas(
@@ -90,7 +75,7 @@ async def reconcile_pool(
         spec = parse_spec(body)
     except ValueError as exc:
         bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
-        _write_status(patch, status, {"observedGeneration": generation}, [bad])
+        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
         raise kopf.PermanentError(f"invalid WorkerPool: {exc}") from None
     config: OperatorConfig = memo.config
     deployments: Deployments = memo.deployments
@@ -103,7 +88,7 @@ async def reconcile_pool(
         await deployments.apply(wanted, current, pool.uid)
     except DeploymentConflictError as exc:
         bad = condition("Ready", False, "DeploymentConflict", str(exc), generation=generation)
-        _write_status(patch, status, {"observedGeneration": generation}, [bad])
+        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
         raise kopf.PermanentError(str(exc)) from None
     if current is not None and current["spec"].get("replicas") != replicas:
         await memo.events.post(body, "Scaled", f"spec.replicas: scaled to {replicas}")
@@ -113,7 +98,7 @@ async def reconcile_pool(
         "selector": manifests.selector_string(pool.name),
         "desiredReplicas": replicas,
     }
-    _write_status(patch, status, fields, [])
+    write_status(patch.status, status, fields, [])
 
 
 async def _observe_queues(
@@ -186,7 +171,7 @@ async def observe_pool(
         found, missing = await _observe_queues(js, list(spec.queues))
     except NATS_ERRORS as exc:
         down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")
-        _write_status(patch, status, fields, [down])
+        write_status(patch.status, status, fields, [down])
         return
     pending = sum(s.pending for s in found)
     ack_pending = sum(s.ack_pending for s in found)
@@ -204,7 +189,7 @@ async def observe_pool(
         "QueueNotFound" if missing else "Ready",
         "waiting for queues to exist" if missing else "Deployment applied and queues exist",
     )
-    _write_status(patch, status, fields, [ready, _queues_condition(missing)])
+    write_status(patch.status, status, fields, [ready, _queues_condition(missing)])
 
 
 async def _autoscale(

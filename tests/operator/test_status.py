@@ -78,3 +78,14 @@ def test_lease_available(
 
 def test_micro_time_parses_back() -> None:
     assert parse_time(micro_time(T + 0.5)) == T + 0.5
+
+
+def test_status_update_holds_only_what_changed() -> None:
+    from celeriac.operator.status import condition, status_update
+
+    ready = condition("Ready", True, "Synced", "all good")
+    first = status_update(None, {"backlog": 3}, [ready], now=1000.0)
+    assert first["backlog"] == 3 and first["conditions"][0]["type"] == "Ready"
+    # Same fields and condition again: nothing to patch.
+    assert status_update(first, {"backlog": 3}, [ready], now=2000.0) == {}
+    assert status_update(first, {"backlog": 4}, [], now=2000.0) == {"backlog": 4}
