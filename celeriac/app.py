@@ -12,7 +12,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from celeriac import async_result
 from celeriac.broker import Broker, Delayed
@@ -21,7 +21,7 @@ from celeriac.planning import Plan, execute
 from celeriac.protocol import jetstream, names
 from celeriac.submitting import Submission, build_message
 from celeriac.syncbridge import SyncBridge, refuse_inside_event_loop
-from celeriac.task import Task
+from celeriac.task import Task, TaskOptions
 
 T = TypeVar("T")
 
@@ -79,19 +79,7 @@ class Celeriac:
 
     @overload
     def task(
-        self,
-        /,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        max_retries: int = 3,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 600.0,
-        retry_jitter: bool = True,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        bind: bool = False,
-        ignore_result: bool = False,
+        self, /, *, name: str | None = None, **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -100,37 +88,23 @@ class Celeriac:
         /,
         *,
         name: str | None = None,
-        queue: str | None = None,
-        max_retries: int = 3,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 600.0,
-        retry_jitter: bool = True,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        bind: bool = False,
-        ignore_result: bool = False,
+        **options: Unpack[TaskOptions],
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function (``def`` or ``async def``) as a task: ``@app.task`` or
         ``@app.task(name=..., queue=..., max_retries=..., bind=True, ...)``.
 
-        The default name is ``module.qualname``; ``queue`` defaults to the app's queue.
+        The default name is ``module.qualname``. Options and defaults: ``queue`` (the
+        app's), ``max_retries=3``, ``retry_backoff=1.0``, ``retry_backoff_max=600.0``,
+        ``retry_jitter=True``, ``time_limit=None``, ``soft_time_limit=None``,
+        ``bind=False``, ``ignore_result=False``.
         """
+        queue = options.get("queue")
         if queue is not None:
             names.check_queue_name(queue)
-        options: dict[str, Any] = {
-            "max_retries": max_retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_max": retry_backoff_max,
-            "retry_jitter": retry_jitter,
-            "time_limit": time_limit,
-            "soft_time_limit": soft_time_limit,
-            "bind": bind,
-            "ignore_result": ignore_result,
-        }
 
         def register(func: Callable[..., Any]) -> Task:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
-            task = Task(self, func, name=task_name, queue=queue, **options)
+            task = Task(self, func, name=task_name, **options)
             self.tasks[task_name] = task
             return task
 

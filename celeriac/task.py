@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, Unpack
 
 from celeriac.exceptions import Retry
 from celeriac.protocol.envelope import TaskMessage
@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.async_result import AsyncResult
     from celeriac.canvas import Signature
+
+
+class TaskOptions(TypedDict, total=False):
+    """Options of ``@app.task`` besides ``name``; the defaults are in :class:`Task`."""
+
+    queue: str | None
+    max_retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    retry_jitter: bool
+    time_limit: float | None
+    soft_time_limit: float | None
+    bind: bool
+    ignore_result: bool
 
 
 @dataclass
@@ -90,33 +104,23 @@ class Task:
     """A function registered with an app under a name, plus its execution options."""
 
     def __init__(
-        self,
-        app: Celeriac,
-        fn: Callable[..., Any],
-        *,
-        name: str,
-        queue: str | None = None,
-        max_retries: int = 3,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 600.0,
-        retry_jitter: bool = True,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        bind: bool = False,
-        ignore_result: bool = False,
+        self, app: Celeriac, fn: Callable[..., Any], *, name: str, **options: Unpack[TaskOptions]
     ) -> None:
+        unknown = sorted(set(options) - TaskOptions.__optional_keys__)
+        if unknown:
+            raise TypeError(f"unknown task option(s): {', '.join(unknown)}")
         self.app = app
         self.fn = fn
         self.name = name
-        self.queue = queue or app.default_queue
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
-        self.retry_jitter = retry_jitter
-        self.time_limit = time_limit
-        self.soft_time_limit = soft_time_limit
-        self.bind = bind
-        self.ignore_result = ignore_result
+        self.queue = options.get("queue") or app.default_queue
+        self.max_retries = options.get("max_retries", 3)
+        self.retry_backoff = options.get("retry_backoff", 1.0)
+        self.retry_backoff_max = options.get("retry_backoff_max", 600.0)
+        self.retry_jitter = options.get("retry_jitter", True)
+        self.time_limit = options.get("time_limit")
+        self.soft_time_limit = options.get("soft_time_limit")
+        self.bind = options.get("bind", False)
+        self.ignore_result = options.get("ignore_result", False)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
