@@ -16,14 +16,16 @@ from celeriac.declaring import Declarer
 from celeriac.exceptions import ResultTimeoutError
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord
+from celeriac.pubacks import PubAcks
 
 
 class ResultStore:
     """Read, write and wait for result records; the bucket is opened on first use."""
 
-    def __init__(self, declarer: Declarer, ttl: float) -> None:
+    def __init__(self, declarer: Declarer, ttl: float, pubacks: PubAcks) -> None:
         self._declarer = declarer
         self._ttl = ttl
+        self._pubacks = pubacks
         self._kv: KeyValue | None = None
 
     async def kv(self) -> KeyValue:
@@ -45,8 +47,14 @@ class ResultStore:
 
     async def put(self, task_id: str, record: ResultRecord) -> None:
         """Store ``record`` as the state of ``task_id``, replacing what was there."""
-        kv = await self.kv()
-        await kv.put(task_id, record.dumps())
+        await self.put_raw(task_id, record.dumps())
+
+    async def put_raw(self, task_id: str, document: bytes) -> None:
+        """Store an already serialized ``ResultRecord`` (the worker's hot path)."""
+        if self._kv is None:
+            await self.kv()  # the bucket must exist before writes to its subjects
+        subject = names.kv_subject(names.RESULTS_BUCKET, task_id)
+        await self._pubacks.publish(subject, document)
 
     async def create(self, task_id: str, record: ResultRecord) -> bool:
         """Store ``record`` only if ``task_id`` has no record yet; True when stored."""

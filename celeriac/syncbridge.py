@@ -32,6 +32,34 @@ def refuse_inside_event_loop(call: str, twin: str) -> None:
     )
 
 
+def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> Future[T]:
+    """Start ``coro`` as a task on ``loop`` from another thread; its outcome lands in the future.
+
+    What ``asyncio.run_coroutine_threadsafe`` does, minus the two-way future chaining
+    (the caller only waits, it never cancels): one cross-thread call per blocking submit.
+    """
+    future: Future[T] = Future()
+
+    def finish(task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            future.cancel()
+        elif (error := task.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(task.result())
+
+    def start() -> None:
+        try:
+            loop.create_task(coro).add_done_callback(finish)
+        except BaseException as exc:  # e.g. the loop is closing: the caller gets the error
+            coro.close()
+            future.set_exception(exc)
+            raise
+
+    loop.call_soon_threadsafe(start)
+    return future
+
+
 class SyncBridge:
     """One daemon thread with an event loop; started on first use, stopped by ``close``."""
 
@@ -85,8 +113,7 @@ class SyncBridge:
         loop = self._ensure_started()
         if threading.current_thread() is self._thread:
             raise SyncCallInEventLoopError(f"{call} called on the SDK's own loop; use {twin}")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(factory(), loop)
-        return future.result(timeout)
+        return _submit(loop, factory()).result(timeout)
 
     def close(self, shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         """Run ``shutdown`` on the loop (e.g. close connections), then stop the thread."""

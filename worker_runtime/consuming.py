@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 from celeriac.protocol import names
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.fetching import PullRequester
+from celeriac.worker_runtime.heartbeats import Heartbeats
 from celeriac.worker_runtime.slots import SlotPool
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # stop request waits for an outstanding pull to end.
 PULL_EXPIRES = 2.0
 _BIND_RETRY_MAX = 5.0
+# How long a busy worker waits for a quarter of its slots to free up before pulling.
+_LINGER = 0.002
 
 
 class QueueConsumer:
@@ -43,6 +46,7 @@ class QueueConsumer:
         broker: Broker,
         slots: SlotPool,
         dispatch: Callable[[Delivery], None],
+        heartbeats: Heartbeats,
         *,
         declare: bool,
         share: int,
@@ -53,6 +57,7 @@ class QueueConsumer:
         self._broker = broker
         self._slots = slots
         self._dispatch = dispatch
+        self._heartbeats = heartbeats
         self._declare = declare
         self._share = share
         self._stopping = stopping
@@ -102,7 +107,10 @@ class QueueConsumer:
 
     async def _reserve(self) -> int:
         """Free slots to ask for; 0 when a stop request came first."""
-        reserve = asyncio.ensure_future(self._slots.reserve(self._share))
+        gather = max(1, self._share // 4)
+        reserve = asyncio.ensure_future(
+            self._slots.reserve(self._share, gather=gather, linger=_LINGER)
+        )
         stop = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({reserve, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -128,7 +136,7 @@ class QueueConsumer:
             try:
                 async for msg in requester.pull(wanted, PULL_EXPIRES):
                     got += 1
-                    delivery = Delivery(msg, self.queue, self._heartbeat)
+                    delivery = Delivery(msg, self.queue, self._heartbeat, self._heartbeats)
                     if self._stopping.is_set():
                         self._slots.release(1)
                         await delivery.nak_quietly()  # draining: let another worker have it

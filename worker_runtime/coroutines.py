@@ -32,6 +32,10 @@ _UNWIND = 1.0
 async def run_coroutine(task: Task, call: Call) -> Outcome:
     """Await the task's coroutine; cancel it at its limits."""
     started = time.monotonic()
+    if call.soft_time_limit is None and call.time_limit is None:
+        outcome = await _run_unlimited(task, call)
+        outcome.duration = time.monotonic() - started
+        return outcome
     inner: asyncio.Task[Any] = asyncio.ensure_future(invoke(task, call))
     try:
         outcome = await _supervise(inner, call)
@@ -40,6 +44,19 @@ async def run_coroutine(task: Task, call: Call) -> Outcome:
         raise
     outcome.duration = time.monotonic() - started
     return outcome
+
+
+async def _run_unlimited(task: Task, call: Call) -> Outcome:
+    """Without limits there is nothing to supervise: await the coroutine in place."""
+    try:
+        return Outcome(value=await invoke(task, call))
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the worker itself is being stopped
+        return Outcome(error=error_info(exc))  # the task's own code was cancelled
+    except Exception as exc:
+        return Outcome(error=error_info(exc))
 
 
 async def _supervise(inner: asyncio.Task[Any], call: Call) -> Outcome:

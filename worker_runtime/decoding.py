@@ -29,6 +29,14 @@ class Rejection:
 def decode_task(data: bytes) -> TaskMessage | Rejection:
     """Parse and validate a task envelope."""
     try:
+        return TaskMessage.model_validate_json(data)  # one pass, for the common good case
+    except ValidationError:
+        return _rejection(data)
+
+
+def _rejection(data: bytes) -> TaskMessage | Rejection:
+    """Parse step by step, to say exactly what is wrong."""
+    try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Rejection(DeadLetterReason.MALFORMED, f"not valid JSON: {exc}")

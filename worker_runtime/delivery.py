@@ -1,63 +1,62 @@
 """One message held by the worker: settled exactly once, kept alive while its task runs.
 
 Whoever settles first wins: the handler acking a finished task, or the shutdown
-path NAKing a task it gave up waiting for. A heartbeat sends ``in_progress``
-(about a third of the consumer's ``ack_wait``) so a live long task is never
-redelivered to another worker.
+path NAKing a task it gave up waiting for. While its task runs, the worker's
+heartbeats send ``in_progress`` (about every third of the consumer's ``ack_wait``)
+so a live long task is never redelivered to another worker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 
+from celeriac.worker_runtime.heartbeats import Heartbeats
+
 log = logging.getLogger(__name__)
+
+
+def ack_position(reply: str) -> tuple[int, int]:
+    """(times delivered, stream sequence) from a JetStream delivery's ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``,
+    or the newer form with a domain and an account hash after ``$JS.ACK`` (11 tokens,
+    or 12 with a random suffix). Raises ValueError for anything else.
+    """
+    tokens = reply.split(".")
+    if len(tokens) not in (9, 11, 12) or tokens[0] != "$JS" or tokens[1] != "ACK":
+        raise ValueError(f"not a JetStream ack subject: {reply!r}")
+    first = 4 if len(tokens) == 9 else 6
+    return int(tokens[first]), int(tokens[first + 1])
 
 
 class Delivery:
     """A JetStream message from ``queue`` and what became of it."""
 
-    def __init__(self, msg: Msg, queue: str, heartbeat_interval: float) -> None:
+    def __init__(
+        self, msg: Msg, queue: str, heartbeat_interval: float, heartbeats: Heartbeats
+    ) -> None:
         self.msg = msg
         self.queue = queue
         self.settled = False
-        self._interval = heartbeat_interval
-        self._heartbeat: asyncio.Task[None] | None = None
-
-    @property
-    def deliveries(self) -> int:
-        """How many times JetStream has delivered this message (1 on the first try)."""
-        return int(self.msg.metadata.num_delivered)
-
-    @property
-    def stream_sequence(self) -> int:
-        """The message's sequence in the work stream."""
-        return int(self.msg.metadata.sequence.stream)
+        self.heartbeat_interval = heartbeat_interval
+        self._heartbeats = heartbeats
+        self.deliveries, self.stream_sequence = ack_position(msg.reply)
 
     def start_heartbeat(self) -> None:
         """Begin sending ``in_progress`` until settled."""
-        if self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._beat(), name="celeriac-in-progress")
+        if not self.settled:
+            self._heartbeats.add(self)
 
-    async def _beat(self) -> None:
-        while not self.settled:
-            await asyncio.sleep(self._interval)
-            if self.settled:
-                return
-            try:
-                await self.msg.in_progress()
-            except Exception as exc:  # disconnected: the server may redeliver; nothing to do
-                log.debug("in_progress failed: %s", exc)
-
-    def stop_heartbeat(self) -> None:
-        """Stop sending ``in_progress``."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+    async def beat(self) -> None:
+        """Tell JetStream the message is still being worked on."""
+        try:
+            await self.msg.in_progress()
+        except Exception as exc:  # disconnected: the server may redeliver; nothing to do
+            log.debug("in_progress failed: %s", exc)
 
     async def ack(self) -> None:
         """The task is done: remove the message from the work stream."""
@@ -75,7 +74,7 @@ class Delivery:
         if self.settled:
             return
         self.settled = True
-        self.stop_heartbeat()
+        self._heartbeats.discard(self)
         try:
             await action()
         except Exception:

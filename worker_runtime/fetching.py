@@ -76,7 +76,14 @@ class PullRequester:
         self.last_end = "full"
         while received < batch:
             try:
-                msg = await asyncio.wait_for(self._inbox.get(), deadline - loop.time())
+                # What already arrived is taken without a wait (no timer, no task), so a
+                # burst is handed out in one loop iteration and its acks leave together.
+                msg = self._inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                msg = None
+            try:
+                if msg is None:
+                    msg = await asyncio.wait_for(self._inbox.get(), deadline - loop.time())
             except TimeoutError:
                 # No end-of-request reply: the request may outlive us on the server.
                 log.debug("pull request on %s got no reply; replacing the inbox", self._subject)

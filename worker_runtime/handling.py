@@ -9,7 +9,6 @@ message to be redelivered rather than lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nats.errors import NoRespondersError
+from nats.js.errors import NoStreamResponseError
 
 from celeriac import canvas
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
@@ -29,6 +29,8 @@ from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, Pool
 from celeriac.worker_runtime.logs import task_context
 from celeriac.worker_runtime.metrics import WorkerMetrics
+from celeriac.worker_runtime.records import success_document
+from celeriac.worker_runtime.revoked import RevokedMirror
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -43,6 +45,9 @@ _DEAD_LETTER_RETRY_DELAY = 5.0
 _SETTLE_RETRY_DELAY = 2.0
 # Waits between attempts to store a result or dead letter while NATS is away.
 _PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# A task still running this long after it began gets a STARTED record; a shorter one
+# goes straight to its final state, which spares the many short tasks a write each.
+STARTED_AFTER = 0.05
 
 
 class DeadLetterError(Exception):
@@ -58,24 +63,23 @@ class Handler:
     pool: Pool
     metrics: WorkerMetrics
     worker_name: str
+    revoked: RevokedMirror
     rng: random.Random = field(default_factory=random.Random)
 
-    async def handle(self, delivery: Delivery) -> Outcome | None:
+    async def handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
         """Process one delivery; never raises except when cancelled.
 
-        Returns the attempt's outcome when the task ran (its ``still_running``
-        tells the caller when the execution slot is really free).
+        ``ran`` is called as soon as the attempt has returned, before its result is
+        stored and the message acked: the execution slot can take the next message
+        meanwhile (the outcome's ``still_running`` says when it is really free).
         """
         decoded = decode_task(delivery.msg.data)
         if isinstance(decoded, Rejection):
             with task_context(decoded.task_id or "-"):
                 await self._guarded(delivery, self._reject(delivery, decoded))
-            return None
+            return
         with task_context(decoded.id):
-            outcome: Outcome | None = await self._guarded(
-                delivery, self._process(delivery, decoded)
-            )
-            return outcome
+            await self._guarded(delivery, self._process(delivery, decoded, ran))
 
     async def _guarded(self, delivery: Delivery, work: Any) -> Any:
         try:
@@ -90,47 +94,98 @@ class Handler:
 
     async def _reject(self, delivery: Delivery, rejection: Rejection) -> None:
         log.error("dead-lettering a %s message: %s", rejection.reason.value, rejection.error)
-        self.metrics.received.labels(delivery.queue, rejection.task or "-").inc()
+        self.metrics.of(delivery.queue, rejection.task or "-").received.inc()
         await self._dead_letter(delivery, rejection.reason, rejection.error, None, rejection)
         await delivery.term()
 
-    async def _process(self, delivery: Delivery, message: TaskMessage) -> Outcome | None:
-        self.metrics.received.labels(delivery.queue, message.task).inc()
+    async def _process(
+        self, delivery: Delivery, message: TaskMessage, ran: Callable[[Outcome], None]
+    ) -> None:
+        metrics = self.metrics.of(delivery.queue, message.task)
+        metrics.received.inc()
         task = self.app.tasks.get(message.task)
         if task is None:
             await self._unknown_task(delivery, message)
-            return None
+            return
         if await self._skipped(delivery, message):
-            return None
+            return
         retries = message.retries + delivery.deliveries - 1
         quiet = task.ignore_result or message.ignore_result
-        started: asyncio.Future[None] | None = None
-        if not quiet:
-            # STARTED is written while the task runs, not before: it costs the task no
-            # round trip. It is awaited before the final state so it never overwrites it.
-            record = ResultRecord(state=TaskState.STARTED, retries=retries)
-            started = asyncio.ensure_future(self._store(message, record))
         log.info("running %s (attempt %d)", message.task, retries + 1)
         delivery.start_heartbeat()
         # The heartbeat runs until the message is settled, so storing the result
         # through a NATS reconnect does not let the message be redelivered meanwhile.
-        try:
-            outcome = await self.pool.run(task, self._call(task, message, delivery, retries))
-        finally:
-            if started is not None:
-                await started
-        self.metrics.duration.labels(delivery.queue, message.task).observe(outcome.duration)
-        final = False
+        call = self._call(task, message, delivery, retries)
+        if quiet:
+            outcome = await self.pool.run(task, call)
+        else:
+            outcome = await self._run_tracked(task, call, message, retries)
+        ran(outcome)
+        metrics.duration.observe(outcome.duration)
+        await self._settle(delivery, message, task, outcome, retries=retries, quiet=quiet)
+
+    async def _settle(
+        self,
+        delivery: Delivery,
+        message: TaskMessage,
+        task: Task,
+        outcome: Outcome,
+        *,
+        retries: int,
+        quiet: bool,
+    ) -> None:
+        """Store the outcome, continue the canvas, settle the message."""
+        document: bytes | None = None
+        # The value is stored, or handed to the next step: either way it must be JSON.
+        passed_on = bool(message.chain) or message.chord is not None
+        if outcome.error is None and (not quiet or passed_on):
+            serialized = self._success_document(message, outcome, retries)
+            if isinstance(serialized, ErrorInfo):
+                # The same code would return the same value: retrying is useless.
+                outcome.error = serialized
+                await self._failed(delivery, message, task, serialized,
+                                   retries=retries, quiet=quiet, final=True)  # fmt: skip
+                return
+            document = None if quiet else serialized
         if outcome.error is None:
-            outcome.error = _json_problem(outcome.value)
-            if outcome.error is None:
-                await self._succeeded(delivery, message, outcome, quiet)
-                return outcome
-            final = True  # the same code would return the same value: retrying is useless
-        await self._failed(
-            delivery, message, task, outcome.error, retries=retries, quiet=quiet, final=final
-        )
-        return outcome
+            await self._succeeded(delivery, message, outcome, document)
+        else:
+            await self._failed(delivery, message, task, outcome.error,
+                               retries=retries, quiet=quiet, final=False)  # fmt: skip
+
+    async def _run_tracked(
+        self, task: Task, call: Call, message: TaskMessage, retries: int
+    ) -> Outcome:
+        """Run the attempt; record STARTED if it is still running after ``STARTED_AFTER``.
+
+        The STARTED write is awaited before the final state, so it never overwrites it.
+        """
+        started: list[asyncio.Future[None]] = []
+
+        def write_started() -> None:
+            record = ResultRecord(state=TaskState.STARTED, retries=retries)
+            started.append(asyncio.ensure_future(self._store(message, record)))
+
+        timer = asyncio.get_running_loop().call_later(STARTED_AFTER, write_started)
+        try:
+            return await self.pool.run(task, call)
+        finally:
+            timer.cancel()
+            if started:
+                await started[0]
+
+    def _success_document(
+        self, message: TaskMessage, outcome: Outcome, retries: int
+    ) -> bytes | ErrorInfo:
+        """The SUCCESS record's bytes, or the error when the value is not plain JSON."""
+        try:
+            return success_document(
+                message.task, outcome.value, retries=retries, worker=self.worker_name
+            )
+        except (TypeError, ValueError) as exc:
+            kind = type(outcome.value).__name__
+            problem = f"the task's result ({kind}) is not JSON-serializable: {exc}"
+            return ErrorInfo("TypeError", problem)
 
     def _call(self, task: Task, message: TaskMessage, delivery: Delivery, retries: int) -> Call:
         info = {
@@ -150,7 +205,7 @@ class Handler:
         )
 
     async def _skipped(self, delivery: Delivery, message: TaskMessage) -> bool:
-        reason = await self.broker.revocations.reason(message.id)
+        reason = await self.revoked.reason(message.id)
         if reason is None and message.expires is not None:
             expires = _utc(message.expires)
             if expires <= datetime.now(UTC):
@@ -162,7 +217,7 @@ class Handler:
         await self._store(message, record)
         # What depended on it (the rest of a chain, a chord) will not complete either.
         await canvas.on_failure(self.broker, message, record)
-        self.metrics.revoked.labels(delivery.queue, message.task).inc()
+        self.metrics.of(delivery.queue, message.task).revoked.inc()
         await delivery.ack()
         return True
 
@@ -177,14 +232,15 @@ class Handler:
         await delivery.term()
 
     async def _succeeded(
-        self, delivery: Delivery, message: TaskMessage, outcome: Outcome, quiet: bool
+        self, delivery: Delivery, message: TaskMessage, outcome: Outcome, document: bytes | None
     ) -> None:
         log.info("succeeded in %.3fs", outcome.duration)
-        if not quiet:
-            await self._store(message, self._final(TaskState.SUCCESS, result=outcome.value))
+        if document is not None:
+            results = self.broker.results
+            await _persist(lambda: results.put_raw(message.id, document), "result")
         await canvas.on_success(self.broker, message, outcome.value)
         await delivery.ack()
-        self.metrics.succeeded.labels(delivery.queue, message.task).inc()
+        self.metrics.of(delivery.queue, message.task).succeeded.inc()
 
     async def _failed(
         self,
@@ -221,7 +277,7 @@ class Handler:
             )
             await self._store(message, record)
         await delivery.nak(plan.delay)
-        self.metrics.retried.labels(delivery.queue, message.task).inc()
+        self.metrics.of(delivery.queue, message.task).retried.inc()
 
     async def _gave_up(
         self, delivery: Delivery, message: TaskMessage, error: ErrorInfo, retries: int, quiet: bool
@@ -236,7 +292,7 @@ class Handler:
             await self._store(message, record)
         await canvas.on_failure(self.broker, message, record)
         await delivery.term()
-        self.metrics.failed.labels(delivery.queue, message.task).inc()
+        self.metrics.of(delivery.queue, message.task).failed.inc()
 
     async def _dead_letter(
         self,
@@ -265,7 +321,7 @@ class Handler:
             await _persist(lambda: self.broker.publish_dead_letter(letter), "dead letter")
         except Exception as exc:
             raise DeadLetterError(f"dead letter not stored ({exc!r})") from exc
-        self.metrics.dead_lettered.labels(delivery.queue, source.task or "-").inc()
+        self.metrics.of(delivery.queue, source.task or "-").dead_lettered.inc()
 
     def _final(self, state: TaskState, **fields: Any) -> ResultRecord:
         return ResultRecord(
@@ -288,22 +344,13 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _json_problem(value: Any) -> ErrorInfo | None:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        kind = type(value).__name__
-        return ErrorInfo("TypeError", f"the task's result ({kind}) is not JSON-serializable: {exc}")
-    return None
-
-
 async def _persist(write: Callable[[], Awaitable[None]], what: str) -> None:
     """Retry a write through a short NATS outage (a server restart) before giving up."""
     for delay in _PERSIST_DELAYS:
         try:
             await write()
             return
-        except (TimeoutError, NoRespondersError) as exc:
+        except (TimeoutError, NoRespondersError, NoStreamResponseError) as exc:
             log.warning("storing the %s failed (%r); trying again in %gs", what, exc, delay)
             await asyncio.sleep(delay)
     await write()

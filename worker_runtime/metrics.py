@@ -19,6 +19,7 @@ class WorkerMetrics:
     """Counters by queue and task, the in-flight gauge and the duration histogram."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _children: dict[tuple[str, str], TaskMetrics] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -39,6 +40,36 @@ class WorkerMetrics:
             registry=r,
         )
 
+    def of(self, queue: str, task: str) -> TaskMetrics:
+        """The series of one queue and task (looked up once: ``labels()`` takes a lock)."""
+        key = (queue, task)
+        children = self._children.get(key)
+        if children is None:
+            children = TaskMetrics(
+                received=self.received.labels(queue, task),
+                succeeded=self.succeeded.labels(queue, task),
+                failed=self.failed.labels(queue, task),
+                retried=self.retried.labels(queue, task),
+                dead_lettered=self.dead_lettered.labels(queue, task),
+                revoked=self.revoked.labels(queue, task),
+                duration=self.duration.labels(queue, task),
+            )
+            self._children[key] = children
+        return children
+
     def render(self) -> bytes:
         """The text exposition format served on /metrics."""
         return bytes(generate_latest(self.registry))
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """The labelled series of one (queue, task) pair."""
+
+    received: Counter
+    succeeded: Counter
+    failed: Counter
+    retried: Counter
+    dead_lettered: Counter
+    revoked: Counter
+    duration: Histogram

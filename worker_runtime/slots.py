@@ -9,6 +9,7 @@ slots reserved for messages that never came are returned when the request ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 class SlotPool:
@@ -31,10 +32,19 @@ class SlotPool:
         """Slots held by messages, reservations or orphaned threads."""
         return self.capacity - self._free
 
-    async def reserve(self, most: int) -> int:
-        """Wait for at least one free slot, then take up to ``most`` of them."""
+    async def reserve(self, most: int, *, gather: int = 1, linger: float = 0.0) -> int:
+        """Wait for at least one free slot, then take up to ``most`` of them.
+
+        When fewer than ``gather`` slots are free, wait up to ``linger`` seconds
+        for more to free up first: one pull for many messages costs less than
+        many pulls for one each, and their results and acks then leave together.
+        """
         async with self._changed:
             await self._changed.wait_for(lambda: self._free > 0)
+            if self._free < gather and linger > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(linger):
+                        await self._changed.wait_for(lambda: self._free >= gather)
             taken = min(self._free, max(1, most))
             self._free -= taken
             return taken

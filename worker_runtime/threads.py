@@ -7,13 +7,16 @@ in C (a socket read, ``time.sleep``, a long numpy call) sees it only when that
 call returns. At the hard limit the worker raises ``TimeLimitExceeded`` the same
 way, marks the attempt failed and stops waiting; the orphaned thread keeps its
 slot until it really ends, so the worker never runs more threads than ``-c``.
-Each attempt gets a fresh daemon thread, so an exception raised late can never
-land in another task.
+An attempt with a time limit gets a fresh daemon thread, so an exception raised
+late can never land in another task. Attempts without limits (the default) are
+never interrupted, so they share reused threads: starting a thread per task
+would cost more than a short task itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import ctypes
@@ -50,6 +53,10 @@ class _Attempt:
     error: ErrorInfo | None = None
 
 
+# The attempt's error until the task returns or raises (a limit hit before it began).
+_INTERRUPTED_EARLY = ErrorInfo(TimeLimitExceeded.__name__, "interrupted before the task ran")
+
+
 def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> bool:
     """Schedule ``exc_type`` to be raised in ``thread``; True when the thread was found."""
     if thread.ident is None:
@@ -61,22 +68,45 @@ def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> 
 
 
 class ThreadPool:
-    """``--pool threads`` (and sync tasks under ``--pool asyncio``): one thread per attempt.
+    """``--pool threads`` (and sync tasks under ``--pool asyncio``).
 
-    Async tasks run on the event loop. Concurrency is bounded by the worker's slots.
+    Async tasks run on the event loop. Concurrency is bounded by the worker's slots,
+    so ``concurrency`` reused threads are always enough.
     """
 
+    def __init__(self, concurrency: int) -> None:
+        self._reused = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="celeriac-task"
+        )
+
     async def start(self) -> None:
-        """Nothing to prepare: threads are started per attempt."""
+        """Nothing to prepare: threads start on first use."""
 
     async def stop(self) -> None:
-        """Nothing to release: threads still running are daemons."""
+        """Let the reused threads end once idle; threads still running are not waited for."""
+        self._reused.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, task: Task, call: Call) -> Outcome:
-        """Run the task, on the loop when async, else on a new thread."""
+        """Run the task: on the loop when async, on a reused thread without time
+        limits, else on a thread of its own."""
         if task.is_async:
             return await run_coroutine(task, call)
+        if call.soft_time_limit is None and call.time_limit is None:
+            loop = asyncio.get_running_loop()
+            started = time.monotonic()
+            context = contextvars.copy_context()
+            outcome = await loop.run_in_executor(self._reused, context.run, _unlimited, task, call)
+            outcome.duration = time.monotonic() - started
+            return outcome
         return await run_in_thread(task, call)
+
+
+def _unlimited(task: Task, call: Call) -> Outcome:
+    """One attempt on a reused thread: nothing can interrupt it, so nothing can leak."""
+    try:
+        return Outcome(value=invoke(task, call))
+    except BaseException as exc:
+        return Outcome(error=error_info(exc))
 
 
 async def run_in_thread(task: Task, call: Call) -> Outcome:
@@ -146,7 +176,7 @@ def _body(
     loop: asyncio.AbstractEventLoop,
     finished: asyncio.Future[None],
 ) -> None:
-    attempt.error = error_info(TimeLimitExceeded("interrupted before the task ran"))
+    attempt.error = _INTERRUPTED_EARLY
     try:
         try:
             attempt.value = invoke(task, call)

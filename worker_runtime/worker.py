@@ -23,9 +23,11 @@ from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Outcome, Pool
 from celeriac.worker_runtime.handling import Handler
 from celeriac.worker_runtime.health import HealthServer
+from celeriac.worker_runtime.heartbeats import Heartbeats
 from celeriac.worker_runtime.metrics import WorkerMetrics
 from celeriac.worker_runtime.options import PoolKind, WorkerOptions
 from celeriac.worker_runtime.processes import ProcessPool
+from celeriac.worker_runtime.revoked import RevokedMirror
 from celeriac.worker_runtime.slots import SlotPool
 from celeriac.worker_runtime.threads import ThreadPool
 
@@ -40,13 +42,38 @@ T = TypeVar("T")
 _DISCONNECT_GRACE = 10.0
 
 
+class _Slot:
+    """The execution slot of one message, given back exactly once.
+
+    It is free as soon as the attempt returned (the next message can start while
+    this one's result is stored), except that an orphaned thread or coroutine
+    keeps it until it really ends.
+    """
+
+    def __init__(self, slots: SlotPool) -> None:
+        self._slots = slots
+        self._handed_back = False
+
+    def free(self) -> None:
+        if not self._handed_back:
+            self._handed_back = True
+            self._slots.release(1)
+
+    def free_after(self, outcome: Outcome) -> None:
+        if outcome.still_running is None:
+            self.free()
+        elif not self._handed_back:
+            self._handed_back = True
+            outcome.still_running.add_done_callback(lambda _: self._slots.release(1))
+
+
 def make_pool(options: WorkerOptions) -> Pool:
     """The pool ``--pool`` names."""
     if options.pool is PoolKind.PROCESSES:
         return ProcessPool(
             options.app_spec, options.concurrency, options.max_tasks_per_child, options.loglevel
         )
-    return ThreadPool()
+    return ThreadPool(options.concurrency)
 
 
 class Worker:
@@ -62,10 +89,12 @@ class Worker:
         self.forced = asyncio.Event()
         self.draining = False
         self._slots = SlotPool(options.concurrency)
+        self._heartbeats = Heartbeats()
         self._pool = make_pool(options)
         self._health = HealthServer(options.health_port, self, self.metrics)
         self._broker: Broker | None = None
         self._handler: Handler | None = None
+        self._revoked: RevokedMirror | None = None
         self._consumers: list[QueueConsumer] = []
         self._running: dict[asyncio.Task[Outcome | None], Delivery] = {}
         self._disconnected_since: float | None = None
@@ -108,7 +137,11 @@ class Worker:
                 return 0
             self._broker = broker
             await self._pool.start()
-            self._handler = Handler(self.app, self._broker, self._pool, self.metrics, self.name)
+            self._revoked = RevokedMirror(broker.nc, broker.revocations)
+            await self._revoked.start()
+            self._handler = Handler(
+                self.app, broker, self._pool, self.metrics, self.name, self._revoked
+            )
             log.info(
                 "worker %s: pool %s, concurrency %d, queues %s",
                 self.name, self.options.pool.value, self.options.concurrency, ",".join(self.queues),
@@ -117,6 +150,9 @@ class Worker:
             await self.stopping.wait()
             return await self._drain(consumers)
         finally:
+            await self._heartbeats.stop()
+            if self._revoked is not None:
+                await self._revoked.stop()
             await self._pool.stop()
             await self._health.stop()
             with contextlib.suppress(Exception):
@@ -132,6 +168,7 @@ class Worker:
                 broker,
                 self._slots,
                 self._dispatch,
+                self._heartbeats,
                 declare=bool(self.app.declare_queues),
                 share=share,
                 stopping=self.stopping,
@@ -173,19 +210,15 @@ class Worker:
     def _dispatch(self, delivery: Delivery) -> None:
         assert self._handler is not None
         self.metrics.in_flight.inc()
-        task = asyncio.create_task(self._handler.handle(delivery))
+        slot = _Slot(self._slots)
+        task = asyncio.create_task(self._handler.handle(delivery, slot.free_after))
         self._running[task] = delivery
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda t: self._finished(t, slot))
 
-    def _finished(self, task: asyncio.Task[Outcome | None]) -> None:
+    def _finished(self, task: asyncio.Task[None], slot: _Slot) -> None:
         self._running.pop(task, None)
         self.metrics.in_flight.dec()
-        outcome = None if task.cancelled() or task.exception() else task.result()
-        if outcome is not None and outcome.still_running is not None:
-            # An orphaned thread or coroutine keeps its slot until it really ends.
-            outcome.still_running.add_done_callback(lambda _: self._slots.release(1))
-        else:
-            self._slots.release(1)
+        slot.free()  # when no attempt ran, or the handler was cancelled
 
     async def _drain(self, consumers: list[asyncio.Task[None]]) -> int:
         loop = asyncio.get_running_loop()

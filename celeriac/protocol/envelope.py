@@ -69,11 +69,12 @@ class TaskMessage(_Wire):
     time_limit: float | None = Field(default=None, gt=0)
     soft_time_limit: float | None = Field(default=None, gt=0)
 
-    @field_validator("v")
+    @field_validator("v", mode="before")
     @classmethod
-    def _supported_version(cls, v: int) -> int:
-        if v != PROTOCOL_VERSION:
-            raise ValueError(f"unsupported protocol version {v}; this worker speaks v1")
+    def _supported_version(cls, v: Any) -> int:
+        # Before coercion: "1" is not version 1.
+        if type(v) is not int or v != PROTOCOL_VERSION:
+            raise ValueError(f"unsupported protocol version {v!r}; this worker speaks v1")
         return v
 
     @field_validator("id")

@@ -89,3 +89,13 @@ def schedule_subjects(queue: str) -> str:
 def dead_letter_subject(queue: str) -> str:
     """The subject dead-lettered tasks of ``queue`` are published on."""
     return f"celeriac.dlq.{check_queue_name(queue)}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV write of ``key`` in ``bucket`` is published on."""
+    return f"$KV.{bucket}.{key}"
+
+
+def kv_subjects(bucket: str) -> str:
+    """Every key's subject in ``bucket`` (to follow its writes)."""
+    return f"$KV.{bucket}.>"
