@@ -54,8 +54,7 @@ def serve(app_spec: str, conn: Connection, loglevel: str) -> None:
 def _run(task: Any, call: Call, running: _Running) -> tuple[str, Any]:
     if task is None:
         return "error", ErrorInfo("NotRegistered", f"task {call.task!r} is not in this app")
-    request_id = getattr(call.request, "id", "-")
-    with task_context(str(request_id)):
+    with task_context(call.task_id):
         running.active = True
         try:
             return "ok", invoke(task, call)

@@ -52,11 +52,13 @@ class Call:
     """One attempt: the task name and what to call it with (picklable)."""
 
     task: str
+    task_id: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     soft_time_limit: float | None
     time_limit: float | None
-    # The task's Request; bound tasks receive Task.bound_context(request) first.
+    # The task's Request, built for bound tasks only: they receive
+    # Task.bound_context(request) as their first argument.
     request: Any = None
 
 

@@ -188,17 +188,20 @@ class Handler:
             return ErrorInfo("TypeError", problem)
 
     def _call(self, task: Task, message: TaskMessage, delivery: Delivery, retries: int) -> Call:
-        info = {
-            "queue": delivery.queue,
-            "deliveries": delivery.deliveries,
-            "stream_sequence": delivery.stream_sequence,
-            "worker": self.worker_name,
-        }
-        request = Request.from_message(message, retries=retries, delivery_info=info)
+        request = None
+        if task.bind:  # only bound tasks see their request
+            info = {
+                "queue": delivery.queue,
+                "deliveries": delivery.deliveries,
+                "stream_sequence": delivery.stream_sequence,
+                "worker": self.worker_name,
+            }
+            request = Request.from_message(message, retries=retries, delivery_info=info)
         return Call(
             task=message.task,
+            task_id=message.id,
             args=tuple(message.args),
-            kwargs=dict(message.kwargs),
+            kwargs=message.kwargs,
             soft_time_limit=message.soft_time_limit or task.soft_time_limit,
             time_limit=message.time_limit or task.time_limit,
             request=request,

@@ -16,6 +16,8 @@ from typing import Any
 from celeriac.protocol.states import TaskState
 
 _SUCCESS = TaskState.SUCCESS.value
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def success_document(task: str, value: Any, *, retries: int, worker: str) -> bytes:
@@ -31,4 +33,4 @@ def success_document(task: str, value: Any, *, retries: int, worker: str) -> byt
         "worker": worker,
         "date_done": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
-    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(record).encode()
