@@ -96,7 +96,8 @@ class Worker:
         self._handler: Handler | None = None
         self._revoked: RevokedMirror | None = None
         self._consumers: list[QueueConsumer] = []
-        self._running: dict[asyncio.Task[Outcome | None], Delivery] = {}
+        self._running: dict[asyncio.Task[None], Delivery] = {}
+        self.metrics.count_in_flight(lambda: len(self._running))
         self._disconnected_since: float | None = None
 
     # Probes -------------------------------------------------------------------------------
@@ -209,7 +210,6 @@ class Worker:
 
     def _dispatch(self, delivery: Delivery) -> None:
         assert self._handler is not None
-        self.metrics.in_flight.inc()
         slot = _Slot(self._slots)
         task = asyncio.create_task(self._handler.handle(delivery, slot.free_after))
         self._running[task] = delivery
@@ -217,7 +217,6 @@ class Worker:
 
     def _finished(self, task: asyncio.Task[None], slot: _Slot) -> None:
         self._running.pop(task, None)
-        self.metrics.in_flight.dec()
         slot.free()  # when no attempt ran, or the handler was cancelled
 
     async def _drain(self, consumers: list[asyncio.Task[None]]) -> int:
