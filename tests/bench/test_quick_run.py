@@ -72,3 +72,20 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert json_path.with_suffix(".md").read_text().startswith("# Benchmark run")
     assert json_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "== process" in proc.stderr  # progress output
+
+
+def test_workercost_reports_rate_and_cpu_per_task() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.workercost", "-n", "2000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("anoop asyncio 1x100: ")
+    rate, cpu = line.split(": ", 1)[1].split(", ")
+    assert float(rate.split()[0].replace(",", "")) > 0
+    assert float(cpu.split()[0]) > 0
