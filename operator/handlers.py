@@ -6,6 +6,7 @@ the environment); ``celeriac operator`` runs the same handlers behind a Lease.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ import kopf
 from celeriac.operator import login, taskqueues, workerpools
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
-from celeriac.operator.kube import Deployments, Events, api_client
+from celeriac.operator.kube import Deployments, Events, StatusWriter, api_client, api_executor
 from celeriac.protocol.resources import GROUP
 
 # Importing the handler modules registers their handlers with kopf.
@@ -42,9 +43,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     memo.config = config
     memo.nats = NatsConnections(config.nats_url, config.nats_credentials)
+    # asyncio.to_thread runs on the loop's default executor: size it for the API calls.
+    asyncio.get_running_loop().set_default_executor(api_executor())
     api = api_client(config.kubeconfig)
     memo.deployments = Deployments(api)
     memo.events = Events(api)
+    memo.status_writer = StatusWriter(api)
 
 
 @kopf.on.cleanup()

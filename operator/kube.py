@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -19,22 +20,48 @@ from kubernetes import client
 from kubernetes import config as _config
 from kubernetes.client.exceptions import ApiException
 
+from celeriac.protocol.resources import GROUP, VERSION
+
 log = logging.getLogger(__name__)
 
 # The client's config helpers are untyped.
 config: Any = _config
 
 
+# Concurrent API calls (worker threads, and HTTP connections kept for them). The
+# default, a few threads, queued reconciles behind each other when hundreds of
+# objects arrive at once.
+API_CONCURRENCY = 32
+
+
 def api_client(kubeconfig: Path | None) -> Any:
     """An ApiClient from ``kubeconfig``, $KUBECONFIG/~/.kube/config, or the pod's account."""
+    configuration = client.Configuration()
     if kubeconfig is not None:
-        return config.new_client_from_config(config_file=str(kubeconfig))
-    try:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    except config.ConfigException:
-        return config.new_client_from_config()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = API_CONCURRENCY
+    return client.ApiClient(configuration)
+
+
+def api_executor() -> ThreadPoolExecutor:
+    """The threads that run the synchronous API calls (``asyncio.to_thread``)."""
+    return ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="kube-api")
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    """The body of a raw response (a call made with ``_preload_content=False``)."""
+    result: dict[str, Any] = json.loads(resp.data)
+    return result
+
+
+def _drain(resp: Any) -> None:
+    """Read a raw response to its end, which hands its connection back to the pool."""
+    _ = resp.data
 
 
 class DeploymentConflictError(Exception):
@@ -46,7 +73,6 @@ class Deployments:
 
     def __init__(self, api: Any) -> None:
         self._apps = client.AppsV1Api(api)
-        self._api = api
 
     async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment as a plain dict, or None when there is none."""
@@ -62,9 +88,7 @@ class Deployments:
                 if exc.status == 404:
                     return None
                 raise
-            # With _preload_content=False the client returns the raw HTTP response.
-            result: dict[str, Any] = json.loads(resp.data)  # type: ignore[attr-defined]
-            return result
+            return _json(resp)
 
         return await asyncio.to_thread(call)
 
@@ -91,23 +115,61 @@ class Deployments:
         return await asyncio.to_thread(self._replace, namespace, name, body)
 
     def _create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        obj = self._apps.create_namespaced_deployment(namespace, cast(Any, body))
-        result: dict[str, Any] = self._api.sanitize_for_serialization(obj)
-        return result
+        resp = self._apps.create_namespaced_deployment(
+            namespace, cast(Any, body), _preload_content=False
+        )
+        return _json(resp)
 
     def _replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        obj = self._apps.replace_namespaced_deployment(name, namespace, cast(Any, body))
-        result: dict[str, Any] = self._api.sanitize_for_serialization(obj)
-        return result
+        resp = self._apps.replace_namespaced_deployment(
+            name, namespace, cast(Any, body), _preload_content=False
+        )
+        return _json(resp)
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
         """Set the Deployment's replica count (a merge patch of spec.replicas only)."""
-        await asyncio.to_thread(
+        resp = await asyncio.to_thread(
             self._apps.patch_namespaced_deployment_scale,
             name,
             namespace,
             {"spec": {"replicas": replicas}},
+            _preload_content=False,
         )
+        _drain(resp)
+
+
+class StatusWriter:
+    """Merge-patches the status of our custom resources, for loops that run outside
+    kopf's handler calls (kopf applies handler patches itself)."""
+
+    def __init__(self, api: Any) -> None:
+        self._custom = client.CustomObjectsApi(api)
+
+    async def patch(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> bool:
+        """Patch ``status`` into the object; False when the object is gone."""
+
+        def call() -> bool:
+            try:
+                resp = self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    {"status": dict(status)},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            _drain(resp)
+            return True
+
+        return await asyncio.to_thread(call)
 
 
 class Events:
@@ -151,6 +213,12 @@ class Events:
         body = self.event_body(obj, reason, message, type_, time.time())
         namespace = body["metadata"]["namespace"]
         try:
-            await asyncio.to_thread(self._core.create_namespaced_event, namespace, cast(Any, body))
+            resp = await asyncio.to_thread(
+                self._core.create_namespaced_event,
+                namespace,
+                cast(Any, body),
+                _preload_content=False,  # the created Event is not needed back
+            )
+            _drain(resp)
         except ApiException as exc:
             log.warning("could not post event %s on %s: %s", reason, obj["metadata"]["name"], exc)

@@ -13,6 +13,7 @@ from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
 
 POOL_LABEL = "celeriac.io/pool"
 MANAGED_BY = "celeriac-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 HEALTH_PORT = 8080
 CONTAINER_NAME = "worker"
 TMP_VOLUME = "tmp"
@@ -55,7 +56,7 @@ def pool_labels(pool: str) -> dict[str, str]:
         "app.kubernetes.io/instance": pool,
         "app.kubernetes.io/component": "worker",
         "app.kubernetes.io/part-of": "celeriac",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
     }
 
 

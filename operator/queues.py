@@ -147,14 +147,14 @@ async def ensure_buckets(js: JetStreamContext, report: QueueReport) -> None:
                 pass  # created concurrently by someone else: fine
 
 
-async def queue_stats(js: JetStreamContext, queue: str) -> QueueStats:
-    """Backlog numbers of ``queue``; NotFoundError when its stream or consumer is missing."""
+async def queue_stats(js: JetStreamContext, queue: str, *, dead_letters: bool = True) -> QueueStats:
+    """Backlog numbers of ``queue``; NotFoundError when its stream or consumer is missing.
+
+    ``dead_letters=False`` skips reading the dead-letter stream (one request fewer;
+    ``dead_letters`` is then 0), for callers that only need the backlog.
+    """
     info = await js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME)
-    try:
-        dlq = await js.stream_info(names.dead_letter_stream_name(queue))
-        dead = int(dlq.state.messages)
-    except NotFoundError:
-        dead = 0
+    dead = await _dead_letters(js, queue) if dead_letters else 0
     ack_pending = int(info.num_ack_pending or 0)
     delivered = int(info.delivered.consumer_seq) if info.delivered else 0
     return QueueStats(
@@ -164,6 +164,14 @@ async def queue_stats(js: JetStreamContext, queue: str) -> QueueStats:
         completed=max(0, delivered - ack_pending),
         dead_letters=dead,
     )
+
+
+async def _dead_letters(js: JetStreamContext, queue: str) -> int:
+    try:
+        dlq = await js.stream_info(names.dead_letter_stream_name(queue))
+    except NotFoundError:
+        return 0
+    return int(dlq.state.messages)
 
 
 async def delete_queue(js: JetStreamContext, queue: str) -> list[str]:

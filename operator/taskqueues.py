@@ -7,18 +7,20 @@ Conditions: ``Ready`` (the queue's streams and consumer exist) and ``Synced``
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 import nats.errors
 import nats.js.errors
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from celeriac.operator import queues
 from celeriac.operator.connections import NatsConnections
-from celeriac.operator.kube import Events
-from celeriac.operator.status import condition, write_status
+from celeriac.operator.kube import Events, StatusWriter
+from celeriac.operator.status import condition, status_update, write_status
 from celeriac.protocol import names
 from celeriac.protocol.resources import GROUP, VERSION, TaskQueueSpec
 
@@ -98,12 +100,32 @@ async def _report_events(events: Events, body: kopf.Body, report: queues.QueueRe
         await events.post(body, "CannotUpdate", problem, "Warning")
 
 
-@kopf.timer(*RESOURCE, interval=STATUS_INTERVAL, initial_delay=STATUS_INTERVAL)
-async def refresh_queue_status(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+@kopf.daemon(*RESOURCE, initial_delay=STATUS_INTERVAL, cancellation_timeout=5.0)
+async def watch_queue(
+    body: kopf.Body,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+    **_: Any,
 ) -> None:
+    """Refresh the queue's status every STATUS_INTERVAL until it is deleted or we stop.
+
+    A loop that sleeps in between costs nothing between refreshes, where a kopf timer
+    is a full handler call each time; ``body`` and ``status`` are kept current by kopf.
+    """
+    while not stopped:
+        try:
+            await refresh_queue_status(body, status, memo)
+        except ApiException as exc:
+            logger.warning(f"refreshing the status failed: {exc.status} {exc.reason}")
+        await stopped.wait(STATUS_INTERVAL)
+
+
+async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.Memo) -> None:
     """Keep the backlog numbers in the status fresh; recreate objects deleted behind our back."""
-    if body["metadata"].get("deletionTimestamp"):
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
         return
     try:
         spec, queue = parse_spec(body)
@@ -119,11 +141,22 @@ async def refresh_queue_status(
             await _report_events(memo.events, body, report)
             stats = await queues.queue_stats(js, queue)
     except NATS_ERRORS as exc:
-        down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")
-        write_status(patch.status, status, {}, [down])
-        return
-    ready = condition("Ready", True, "QueueReady", f"queue {queue} is ready")
-    write_status(patch.status, status, _stats_status(stats), [ready])
+        fields, conditions = {}, [condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")]
+    else:
+        # The same condition the change handler wrote (generation included): no patch
+        # unless something really changed.
+        ready = condition(
+            "Ready",
+            True,
+            "QueueReady",
+            f"queue {queue} is ready",
+            generation=meta.get("generation"),
+        )
+        fields, conditions = _stats_status(stats), [ready]
+    changes = status_update(status, fields, conditions, time.time())
+    if changes:
+        writer: StatusWriter = memo.status_writer
+        await writer.patch(RESOURCE[2], meta["namespace"], meta["name"], changes)
 
 
 @kopf.on.delete(*RESOURCE)

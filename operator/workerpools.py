@@ -1,9 +1,11 @@
 """kopf handlers for WorkerPool: the worker Deployment and the autoscaling loop.
 
 The change handler makes the Deployment match the spec (a changed pod template
-rolls it). A timer polls every pool: it copies the Deployment's replica counts
-into the status, checks the queues exist, and, with autoscaling on, applies the
-policy's decision to the Deployment, recording it in the status and in an Event.
+rolls it) and reports on the queues at once. A daemon polls every pool: it copies
+the Deployment's replica counts into the status, checks the queues exist, and,
+with autoscaling on, applies the policy's decision to the Deployment, recording
+it in the status and in an Event. The replica counts come from an index fed by a
+watch on the worker Deployments, so polling many pools costs no Kubernetes reads.
 
 Conditions: ``Ready`` (Deployment applied and every queue exists) and
 ``QueuesFound`` (which queues are missing, if any).
@@ -13,21 +15,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import kopf
 import nats.js.errors
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from celeriac.operator import manifests, queues
 from celeriac.operator.autoscaling import Observation, ScalingSettings, decide
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
-from celeriac.operator.kube import DeploymentConflictError, Deployments, Events
+from celeriac.operator.kube import DeploymentConflictError, Deployments, Events, StatusWriter
 from celeriac.operator.status import (
     condition,
     scaling_state,
     scaling_status,
+    status_update,
     write_status,
 )
 from celeriac.operator.taskqueues import NATS_ERRORS
@@ -35,8 +39,17 @@ from celeriac.protocol.kubeschema import parse_duration
 from celeriac.protocol.resources import GROUP, VERSION, WorkerPoolSpec
 
 RESOURCE = (GROUP, VERSION, "workerpools")
-TICK = 1.0
 DEFAULT_POLL = 2.0
+# How soon to look again for a pool's Deployment that the index does not show yet.
+FIRST_POLL_WAIT = 0.5
+
+
+class ReplicaCounts(NamedTuple):
+    """What a poll needs of a worker Deployment."""
+
+    desired: int  # spec.replicas
+    replicas: int  # status.replicas
+    ready: int  # status.readyReplicas
 
 
 def parse_spec(body: Mapping[str, Any]) -> WorkerPoolSpec:
@@ -85,20 +98,60 @@ async def reconcile_pool(
     url = config.nats_url_for_workers(spec.nats.url if spec.nats else None)
     wanted = manifests.worker_deployment(pool, spec, nats_url=url, replicas=replicas)
     try:
-        await deployments.apply(wanted, current, pool.uid)
+        applied = await deployments.apply(wanted, current, pool.uid)
     except DeploymentConflictError as exc:
         bad = condition("Ready", False, "DeploymentConflict", str(exc), generation=generation)
         write_status(patch.status, status, {"observedGeneration": generation}, [bad])
         raise kopf.PermanentError(str(exc)) from None
     if current is not None and current["spec"].get("replicas") != replicas:
         await memo.events.post(body, "Scaled", f"spec.replicas: scaled to {replicas}")
-    fields = {
+    counts = replica_counts(applied["spec"], applied.get("status") or {})
+    fields: dict[str, Any] = {
         "observedGeneration": generation,
         "deployment": name,
         "selector": manifests.selector_string(pool.name),
         "desiredReplicas": replicas,
+        "replicas": counts.replicas,
+        "readyReplicas": counts.ready,
     }
-    write_status(patch.status, status, fields, [])
+    # Report on the queues now, as a poll would: the pool is Ready without waiting for
+    # its first poll, and that poll usually finds nothing to patch.
+    conditions: list[dict[str, Any]] = []
+    try:
+        found, missing = await _observe(memo, spec)
+    except NATS_ERRORS:
+        pass  # the poll reports NATS as unavailable
+    else:
+        fields.update(_queue_fields(found))
+        await _report_missing(memo.events, body, status, missing)
+        conditions = _ready_conditions(missing)
+    write_status(patch.status, status, fields, conditions)
+
+
+async def _observe(
+    memo: kopf.Memo, spec: WorkerPoolSpec
+) -> tuple[list[queues.QueueStats], list[str]]:
+    """Stats of the pool's queues that exist, and the names of those that do not."""
+    connections: NatsConnections = memo.nats
+    js = await connections.jetstream(spec.nats.url if spec.nats else None)
+    return await _observe_queues(js, list(spec.queues))
+
+
+def _queue_fields(found: list[queues.QueueStats]) -> dict[str, int]:
+    return {
+        "backlog": sum(s.pending for s in found),
+        "inFlight": sum(s.ack_pending for s in found),
+    }
+
+
+def _ready_conditions(missing: list[str]) -> list[dict[str, Any]]:
+    ready = condition(
+        "Ready",
+        not missing,
+        "QueueNotFound" if missing else "Ready",
+        "waiting for queues to exist" if missing else "Deployment applied and queues exist",
+    )
+    return [ready, _queues_condition(missing)]
 
 
 async def _observe_queues(
@@ -107,7 +160,8 @@ async def _observe_queues(
     found, missing = [], []
     for queue in queue_names:
         try:
-            found.append(await queues.queue_stats(js, queue))
+            # Pools need the backlog only: the dead-letter count is the TaskQueue's.
+            found.append(await queues.queue_stats(js, queue, dead_letters=False))
         except nats.js.errors.NotFoundError:
             missing.append(queue)
     return found, missing
@@ -132,64 +186,114 @@ def _completion_rate(memo: kopf.Memo, completed: int, now: float) -> float | Non
     return float((completed - previous[0]) / (now - previous[1]))
 
 
-def _due(memo: kopf.Memo, spec: WorkerPoolSpec, now: float) -> bool:
+def poll_interval(spec: WorkerPoolSpec) -> float:
+    """Seconds between two polls of the pool."""
     auto = spec.autoscaling
-    interval = parse_duration(auto.poll_interval) if auto else DEFAULT_POLL
-    last = memo.get("last_poll")
-    if last is not None and now - last < interval - 0.05:
-        return False
-    memo["last_poll"] = now
-    return True
+    return parse_duration(auto.poll_interval) if auto else DEFAULT_POLL
 
 
-@kopf.timer(*RESOURCE, interval=TICK)
-async def observe_pool(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+def replica_counts(spec: Mapping[str, Any], status: Mapping[str, Any]) -> ReplicaCounts:
+    """The replica numbers of a Deployment's spec and status."""
+    return ReplicaCounts(
+        desired=int(spec.get("replicas") or 0),
+        replicas=int(status.get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+    )
+
+
+@kopf.index("apps", "v1", "deployments", labels={manifests.MANAGED_BY_LABEL: manifests.MANAGED_BY})
+async def pool_deployments(
+    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[tuple[str | None, str], ReplicaCounts]:
+    """Replica counts of every worker Deployment, by namespace and name (kept by a watch)."""
+    return {(namespace, name): replica_counts(spec, status)}
+
+
+def indexed_counts(index: kopf.Index[Any, Any], namespace: str, name: str) -> ReplicaCounts | None:
+    """The counts of one Deployment from the index; None when it is not there (yet)."""
+    for counts in index.get((namespace, name), ()):
+        return cast(ReplicaCounts, counts)
+    return None
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=5.0)
+async def poll_pool(
+    body: kopf.Body,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+    **kwargs: Any,
 ) -> None:
-    """Report replicas and backlog; with autoscaling on, scale the Deployment."""
-    now = time.time()
+    """Poll the pool every pollInterval until it is deleted or the operator stops.
+
+    One loop per pool that sleeps in between: no work at all between polls (a kopf
+    timer would be called every tick), and its status patch is sent only when
+    something changed. ``body`` and ``status`` are kept current by kopf.
+    """
+    # kopf passes every index to every handler as a keyword named after the index.
+    index: kopf.Index[Any, Any] = kwargs["pool_deployments"]
+    while not stopped:
+        try:
+            delay = await observe_pool(body, status, memo, index)
+        except ApiException as exc:
+            logger.warning(f"polling the pool failed: {exc.status} {exc.reason}")
+            delay = DEFAULT_POLL
+        await stopped.wait(delay)
+
+
+async def observe_pool(
+    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, index: kopf.Index[Any, Any]
+) -> float:
+    """Report replicas and backlog; with autoscaling on, scale the Deployment.
+
+    Returns the seconds to wait before the next poll.
+    """
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return DEFAULT_POLL
+    dep = indexed_counts(index, meta["namespace"], manifests.deployment_name(meta["name"]))
+    if dep is None or "deployment" not in status:
+        # The change handler has not applied the Deployment (or its status is not seen
+        # yet): look again soon rather than report the same things twice.
+        return FIRST_POLL_WAIT
     try:
         spec = parse_spec(body)
     except ValueError:
-        return
-    if body["metadata"].get("deletionTimestamp") or not _due(memo, spec, now):
-        return
-    meta = body["metadata"]
-    deployments: Deployments = memo.deployments
-    name = manifests.deployment_name(meta["name"])
-    dep = await deployments.read(meta["namespace"], name)
-    if dep is None:
-        return  # the change handler creates it
-    current = int(dep["spec"].get("replicas") or 0)
-    fields: dict[str, Any] = {
-        "replicas": int((dep.get("status") or {}).get("replicas") or 0),
-        "readyReplicas": int((dep.get("status") or {}).get("readyReplicas") or 0),
-    }
-    connections: NatsConnections = memo.nats
+        return DEFAULT_POLL  # the change handler reports the invalid spec
+    now = time.time()
+    fields, conditions = await _observation(body, spec, dep=dep, status=status, memo=memo, now=now)
+    changes = status_update(status, fields, conditions, now)
+    if changes:
+        writer: StatusWriter = memo.status_writer
+        await writer.patch(RESOURCE[2], meta["namespace"], meta["name"], changes)
+    return poll_interval(spec)
+
+
+async def _observation(
+    body: kopf.Body,
+    spec: WorkerPoolSpec,
+    *,
+    dep: ReplicaCounts,
+    status: Mapping[str, Any],
+    memo: kopf.Memo,
+    now: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The status fields and conditions of one poll (scaling the Deployment if needed)."""
+    fields: dict[str, Any] = {"replicas": dep.replicas, "readyReplicas": dep.ready}
     try:
-        js = await connections.jetstream(spec.nats.url if spec.nats else None)
-        found, missing = await _observe_queues(js, list(spec.queues))
+        found, missing = await _observe(memo, spec)
     except NATS_ERRORS as exc:
-        down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")
-        write_status(patch.status, status, fields, [down])
-        return
-    pending = sum(s.pending for s in found)
-    ack_pending = sum(s.ack_pending for s in found)
-    fields.update(backlog=pending, inFlight=ack_pending)
+        return fields, [condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")]
+    fields.update(_queue_fields(found))
     if spec.autoscaling_enabled():
         rate = _completion_rate(memo, sum(s.completed for s in found), now)
-        obs = Observation(pending, ack_pending, current, now, rate)
+        obs = Observation(fields["backlog"], fields["inFlight"], dep.desired, now, rate)
         fields.update(await _autoscale(body, spec, obs, status, memo))
     else:
         fields["desiredReplicas"] = spec.replicas
     await _report_missing(memo.events, body, status, missing)
-    ready = condition(
-        "Ready",
-        not missing,
-        "QueueNotFound" if missing else "Ready",
-        "waiting for queues to exist" if missing else "Deployment applied and queues exist",
-    )
-    write_status(patch.status, status, fields, [ready, _queues_condition(missing)])
+    return fields, _ready_conditions(missing)
 
 
 async def _autoscale(

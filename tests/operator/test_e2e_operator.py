@@ -235,8 +235,11 @@ def test_autoscaling_follows_backlog_and_survives_restart(operator: Any, namespa
     operator.restart()
     publish(kube, name, 10)
     wait(lambda: replicas_of(kube, namespace, name) == 5, "scale up to 5 after restart")
-    status = get(kube, namespace, "wp", name)["status"]
-    assert status["desiredReplicas"] == 5
+    # The Deployment is scaled first and the status written after it.
+    status = wait(
+        lambda: (s := get(kube, namespace, "wp", name)["status"])["desiredReplicas"] == 5 and s,
+        "desiredReplicas 5 recorded",
+    )
     assert "scale up from 4 to 5" in status["lastScaleReason"]
     wait(lambda: len(scaled_events(kube, namespace, name)) == events_before + 1, "one event")
     messages = [e["message"] for e in scaled_events(kube, namespace, name)]

@@ -90,6 +90,8 @@ async def test_stats_and_delete(js: JetStreamContext) -> None:
     msgs = await sub.fetch(1, timeout=5)
     stats = await queues.queue_stats(js, queue)
     assert (stats.pending, stats.ack_pending, stats.dead_letters) == (2, 1, 1)
+    backlog_only = await queues.queue_stats(js, queue, dead_letters=False)
+    assert (backlog_only.pending, backlog_only.dead_letters) == (2, 0)
     await msgs[0].ack_sync()
     stats = await queues.queue_stats(js, queue)
     assert (stats.pending, stats.ack_pending, stats.completed) == (2, 0, 1)

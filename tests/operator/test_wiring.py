@@ -1,8 +1,9 @@
-"""Operator wiring without servers: configuration, CLI, login, events, initial replicas."""
+"""Operator wiring without servers: configuration, CLI, login, events, replica counts."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,12 @@ from celeriac.operator import cli
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.kube import Events
 from celeriac.operator.login import connection_info
-from celeriac.operator.workerpools import initial_replicas
+from celeriac.operator.workerpools import (
+    ReplicaCounts,
+    indexed_counts,
+    initial_replicas,
+    replica_counts,
+)
 from celeriac.protocol.resources import WorkerPoolSpec
 
 POOL = {"queues": ["q"], "app": "m", "image": "i"}
@@ -110,3 +116,25 @@ def test_initial_replicas(
     expected: int,
 ) -> None:
     assert initial_replicas(WorkerPoolSpec.model_validate(spec), status, current) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "expected"),
+    [
+        ({"replicas": 3}, {"replicas": 2, "readyReplicas": 1}, ReplicaCounts(3, 2, 1)),
+        ({"replicas": 0}, {}, ReplicaCounts(0, 0, 0)),
+        ({}, {"replicas": None}, ReplicaCounts(0, 0, 0)),
+    ],
+)
+def test_replica_counts(
+    spec: dict[str, Any], status: dict[str, Any], expected: ReplicaCounts
+) -> None:
+    assert replica_counts(spec, status) == expected
+
+
+def test_indexed_counts_finds_one_deployment() -> None:
+    counts = ReplicaCounts(2, 2, 2)
+    index: Any = {("team", "a-workers"): [counts], ("team", "gone-workers"): []}
+    assert indexed_counts(index, "team", "a-workers") == counts
+    assert indexed_counts(index, "team", "gone-workers") is None
+    assert indexed_counts(index, "other", "a-workers") is None

@@ -94,10 +94,11 @@ app.kubernetes.io/component: nats
 - apiGroups: [celeriac.io]
   resources: [workerpools/finalizers]
   verbs: [update]
-# The worker Deployment of each WorkerPool: created, replaced on spec changes, scaled.
+# The worker Deployment of each WorkerPool: created, replaced on spec changes, scaled;
+# watched, so polling pools reads their replica counts from memory.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, update]
+  verbs: [get, list, watch, create, update]
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [get, patch, update]
