@@ -95,6 +95,7 @@ class QueueConsumer:
                 ack_wait = float(info.config.ack_wait or 30.0)
                 # A third of ack_wait: two heartbeats may be lost before a redelivery.
                 self._heartbeat = max(0.1, ack_wait / 3)
+                self._heartbeats.note_interval(self._heartbeat)
                 self.bound = True
                 log.info("consuming queue %r (ack_wait %gs)", self.queue, ack_wait)
                 return
@@ -127,6 +128,7 @@ class QueueConsumer:
         return 0
 
     async def _consume(self, requester: PullRequester) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             wanted = await self._reserve()
             if wanted == 0:
@@ -136,7 +138,7 @@ class QueueConsumer:
             try:
                 async for msg in requester.pull(wanted, PULL_EXPIRES):
                     got += 1
-                    delivery = Delivery(msg, self.queue, self._heartbeat, self._heartbeats)
+                    delivery = Delivery(msg, self.queue, self._heartbeat, loop.time())
                     if self._stopping.is_set():
                         self._slots.release(1)
                         await delivery.nak_quietly()  # draining: let another worker have it

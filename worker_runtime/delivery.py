@@ -1,9 +1,9 @@
 """One message held by the worker: settled exactly once, kept alive while its task runs.
 
 Whoever settles first wins: the handler acking a finished task, or the shutdown
-path NAKing a task it gave up waiting for. While its task runs, the worker's
-heartbeats send ``in_progress`` (about every third of the consumer's ``ack_wait``)
-so a live long task is never redelivered to another worker.
+path NAKing a task it gave up waiting for. Until then the worker's heartbeats
+send ``in_progress`` (about every third of the consumer's ``ack_wait``) so a live
+long task is never redelivered to another worker.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
-
-from celeriac.worker_runtime.heartbeats import Heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +34,14 @@ def ack_position(reply: str) -> tuple[int, int]:
 class Delivery:
     """A JetStream message from ``queue`` and what became of it."""
 
-    def __init__(
-        self, msg: Msg, queue: str, heartbeat_interval: float, heartbeats: Heartbeats
-    ) -> None:
+    def __init__(self, msg: Msg, queue: str, heartbeat_interval: float, now: float) -> None:
         self.msg = msg
         self.queue = queue
         self.settled = False
         self.heartbeat_interval = heartbeat_interval
-        self._heartbeats = heartbeats
+        # When the worker's heartbeats next send in_progress (loop clock), until settled.
+        self.next_beat = now + heartbeat_interval
         self.deliveries, self.stream_sequence = ack_position(msg.reply)
-
-    def start_heartbeat(self) -> None:
-        """Begin sending ``in_progress`` until settled."""
-        if not self.settled:
-            self._heartbeats.add(self)
 
     async def beat(self) -> None:
         """Tell JetStream the message is still being worked on."""
@@ -74,7 +66,6 @@ class Delivery:
         if self.settled:
             return
         self.settled = True
-        self._heartbeats.discard(self)
         try:
             await action()
         except Exception:

@@ -27,7 +27,7 @@ from celeriac.worker_runtime.backoff import GiveUp, RetryPolicy, plan_retry
 from celeriac.worker_runtime.decoding import Rejection, decode_task
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, Pool
-from celeriac.worker_runtime.logs import task_context
+from celeriac.worker_runtime.logs import current_task_id
 from celeriac.worker_runtime.metrics import WorkerMetrics
 from celeriac.worker_runtime.records import success_document
 from celeriac.worker_runtime.revoked import RevokedMirror
@@ -72,14 +72,17 @@ class Handler:
         ``ran`` is called as soon as the attempt has returned, before its result is
         stored and the message acked: the execution slot can take the next message
         meanwhile (the outcome's ``still_running`` says when it is really free).
+
+        Runs as an asyncio task of its own: the task id set for log lines lives in
+        that task's context and ends with it.
         """
         decoded = decode_task(delivery.msg.data)
         if isinstance(decoded, Rejection):
-            with task_context(decoded.task_id or "-"):
-                await self._guarded(delivery, self._reject(delivery, decoded))
+            current_task_id.set(decoded.task_id or "-")
+            await self._guarded(delivery, self._reject(delivery, decoded))
             return
-        with task_context(decoded.id):
-            await self._guarded(delivery, self._process(delivery, decoded, ran))
+        current_task_id.set(decoded.id)
+        await self._guarded(delivery, self._process(delivery, decoded, ran))
 
     async def _guarded(self, delivery: Delivery, work: Any) -> Any:
         try:
@@ -112,9 +115,6 @@ class Handler:
         retries = message.retries + delivery.deliveries - 1
         quiet = task.ignore_result or message.ignore_result
         log.info("running %s (attempt %d)", message.task, retries + 1)
-        delivery.start_heartbeat()
-        # The heartbeat runs until the message is settled, so storing the result
-        # through a NATS reconnect does not let the message be redelivered meanwhile.
         call = self._call(task, message, delivery, retries)
         if quiet:
             outcome = await self.pool.run(task, call)

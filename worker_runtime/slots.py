@@ -20,7 +20,8 @@ class SlotPool:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._free = capacity
-        self._changed = asyncio.Condition()
+        # Waiters woken on every release; they check their own condition again.
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def free(self) -> int:
@@ -39,28 +40,37 @@ class SlotPool:
         for more to free up first: one pull for many messages costs less than
         many pulls for one each, and their results and acks then leave together.
         """
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._free > 0)
-            if self._free < gather and linger > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(linger):
-                        await self._changed.wait_for(lambda: self._free >= gather)
-            taken = min(self._free, max(1, most))
-            self._free -= taken
-            return taken
+        while self._free == 0:
+            await self._changed()
+        if self._free < gather and linger > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(linger):
+                    while self._free < gather:
+                        await self._changed()
+        taken = min(self._free, max(1, most))
+        self._free -= taken
+        return taken
 
     def release(self, count: int = 1) -> None:
         """Give back ``count`` slots (callable from loop callbacks)."""
         if count <= 0:
             return
         self._free = min(self.capacity, self._free + count)
-        asyncio.get_running_loop().create_task(self._notify())
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    async def _changed(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():  # cancelled: leave no stale waiter behind
+                waiter.cancel()
 
     async def wait_idle(self) -> None:
         """Wait until every slot is free."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._free == self.capacity)
+        while self._free < self.capacity:
+            await self._changed()

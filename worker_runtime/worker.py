@@ -89,7 +89,6 @@ class Worker:
         self.forced = asyncio.Event()
         self.draining = False
         self._slots = SlotPool(options.concurrency)
-        self._heartbeats = Heartbeats()
         self._pool = make_pool(options)
         self._health = HealthServer(options.health_port, self, self.metrics)
         self._broker: Broker | None = None
@@ -98,6 +97,9 @@ class Worker:
         self._consumers: list[QueueConsumer] = []
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self.metrics.count_in_flight(lambda: len(self._running))
+        # Every held message gets in_progress until settled, also while its result is
+        # stored through a NATS reconnect, so it is not redelivered meanwhile.
+        self._heartbeats = Heartbeats(self._running.values)
         self._disconnected_since: float | None = None
 
     # Probes -------------------------------------------------------------------------------
@@ -147,6 +149,7 @@ class Worker:
                 "worker %s: pool %s, concurrency %d, queues %s",
                 self.name, self.options.pool.value, self.options.concurrency, ",".join(self.queues),
             )  # fmt: skip
+            self._heartbeats.start()
             consumers = [asyncio.create_task(c.run()) for c in self._make_consumers(broker)]
             await self.stopping.wait()
             return await self._drain(consumers)
