@@ -78,12 +78,10 @@ class PullRequester:
             try:
                 # What already arrived is taken without a wait (no timer, no task), so a
                 # burst is handed out in one loop iteration and its acks leave together.
-                msg = self._inbox.get_nowait()
-            except asyncio.QueueEmpty:
-                msg = None
-            try:
-                if msg is None:
+                if self._inbox.empty():
                     msg = await asyncio.wait_for(self._inbox.get(), deadline - loop.time())
+                else:
+                    msg = self._inbox.get_nowait()
             except TimeoutError:
                 # No end-of-request reply: the request may outlive us on the server.
                 log.debug("pull request on %s got no reply; replacing the inbox", self._subject)
