@@ -14,12 +14,12 @@ from typing import Any
 import kopf
 import nats.errors
 import nats.js.errors
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from celeriac.operator import queues
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
+from celeriac.operator.polling import poll_until_stopped
 from celeriac.operator.status import condition, status_update, write_status
 from celeriac.protocol import names
 from celeriac.protocol.resources import GROUP, VERSION, TaskQueueSpec
@@ -111,15 +111,16 @@ async def watch_queue(
 ) -> None:
     """Refresh the queue's status every STATUS_INTERVAL until it is deleted or we stop.
 
-    A loop that sleeps in between costs nothing between refreshes, where a kopf timer
-    is a full handler call each time; ``body`` and ``status`` are kept current by kopf.
+    ``body`` and ``status`` are kept current by kopf.
     """
-    while not stopped:
-        try:
-            await refresh_queue_status(body, status, memo)
-        except ApiException as exc:
-            logger.warning(f"refreshing the status failed: {exc.status} {exc.reason}")
-        await stopped.wait(STATUS_INTERVAL)
+
+    async def refresh() -> float:
+        await refresh_queue_status(body, status, memo)
+        return STATUS_INTERVAL
+
+    await poll_until_stopped(
+        stopped, logger, "refreshing the status", refresh, retry_after=STATUS_INTERVAL
+    )
 
 
 async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.Memo) -> None:

@@ -19,7 +19,6 @@ from typing import Any, NamedTuple, cast
 
 import kopf
 import nats.js.errors
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from celeriac.operator import manifests, queues
@@ -27,6 +26,7 @@ from celeriac.operator.autoscaling import Observation, ScalingSettings, decide
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import DeploymentConflictError, Deployments, Events, StatusWriter
+from celeriac.operator.polling import poll_until_stopped
 from celeriac.operator.status import (
     condition,
     scaling_state,
@@ -233,13 +233,13 @@ async def poll_pool(
     """
     # kopf passes every index to every handler as a keyword named after the index.
     index: kopf.Index[Any, Any] = kwargs["pool_deployments"]
-    while not stopped:
-        try:
-            delay = await observe_pool(body, status, memo, index)
-        except ApiException as exc:
-            logger.warning(f"polling the pool failed: {exc.status} {exc.reason}")
-            delay = DEFAULT_POLL
-        await stopped.wait(delay)
+    await poll_until_stopped(
+        stopped,
+        logger,
+        "polling the pool",
+        lambda: observe_pool(body, status, memo, index),
+        retry_after=DEFAULT_POLL,
+    )
 
 
 async def observe_pool(
