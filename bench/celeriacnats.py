@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from celeriac_devenv.processes import ManagedProcess
+
 from bench.contending import QUEUE, Backlog, LatencySample, TaskKind, WorkerProfile
 from bench.jetstreaming import QueueAdmin
 from bench.workerprocs import python_argv, running_workers, worker_env
-from celeriac.devenv.processes import ManagedProcess
 from celeriac.protocol import names
 
 # How many signatures one send_many call publishes while prefilling.

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from celeriac_devenv.processes import ManagedProcess
+
 from bench.contending import QUEUE, Backlog, LatencySample, TaskKind, WorkerProfile
 from bench.workerprocs import python_argv, running_workers, worker_env
-from celeriac.devenv.processes import ManagedProcess
 
 # kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
 UNACKED_KEY = "unacked"

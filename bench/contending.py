@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from celeriac.devenv.processes import ManagedProcess
+from celeriac_devenv.processes import ManagedProcess
 
 # The queue every contender uses.
 QUEUE = "bench"

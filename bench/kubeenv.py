@@ -1,6 +1,6 @@
 """The Kubernetes side of a run: control plane, CRDs, operator, and resource helpers.
 
-The environment is ``celeriac.devenv``'s (real etcd, kube-apiserver, controllers,
+The environment is ``celeriac_devenv``'s (real etcd, kube-apiserver, controllers,
 kwok nodes, and a pod runner that runs worker pods as local processes); the
 operator runs as ``python -m celeriac.operator`` so its memory can be read.
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from celeriac_devenv.cluster import KubeEnvironment, start_environment
+from celeriac_devenv.nats import NatsServer
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn, wait_until
 
 from bench.servers import REPO_ROOT
-from celeriac.devenv.cluster import KubeEnvironment, start_environment
-from celeriac.devenv.nats import NatsServer
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
 from celeriac.protocol import names
 
 GROUP, VERSION = "celeriac.io", "v1alpha1"

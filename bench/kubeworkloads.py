@@ -18,12 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from celeriac_devenv.cluster import KubeEnvironment
+
 from bench import kubeenv
 from bench.jetstreaming import QueueAdmin
 from bench.servers import running_nats
 from bench.workloads import Row, row, say
 from celeriac.app import Celeriac
-from celeriac.devenv.cluster import KubeEnvironment
 
 KEDA_POLLING_S = 30.0
 HPA_SYNC_S = 15.0

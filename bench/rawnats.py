@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from celeriac_devenv.processes import ManagedProcess
+
 from bench.contending import Backlog, LatencySample, TaskKind, WorkerProfile
 from bench.jetstreaming import QueueAdmin
 from bench.rawworker import REPLY_HEADER
 from bench.workerprocs import python_argv, running_workers, worker_env
-from celeriac.devenv.processes import ManagedProcess
 from celeriac.protocol import names
 
 RAW_QUEUE = "rawbench"

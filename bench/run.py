@@ -93,7 +93,7 @@ def build_contenders(names: Sequence[str], stack: ExitStack, scratch: Path) -> d
 
 def nats_binary() -> str:
     """Path of the nats-server the run used (for the version line)."""
-    from celeriac.devenv.building import ensure_binaries
+    from celeriac_devenv.building import ensure_binaries
 
     return str(ensure_binaries(["nats-server"])["nats-server"])
 

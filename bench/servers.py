@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.nats import NatsServer
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
+from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.nats import NatsServer
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

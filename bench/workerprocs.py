@@ -9,8 +9,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from celeriac_devenv.processes import ManagedProcess, spawn
+
 from bench.servers import REPO_ROOT
-from celeriac.devenv.processes import ManagedProcess, spawn
 
 
 class WorkerDiedError(RuntimeError):

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from celeriac import __version__
+from celeriac.extras import MissingExtraError, require
 
-# subcommand -> (module, function taking argv and returning an exit code, help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "worker": ("celeriac.worker_runtime.cli", "run a worker that consumes queues"),
-    "operator": ("celeriac.operator.cli", "run the Kubernetes operator"),
-    "devenv": ("celeriac.devenv.cli", "build, start and stop the local test environment"),
+# subcommand -> (module whose main(argv) returns an exit code, the extra it needs, help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "worker": ("celeriac.worker_runtime.cli", "worker", "run a worker that consumes queues"),
+    "operator": ("celeriac.operator.cli", "operator", "run the Kubernetes operator"),
 }
 
 
@@ -30,13 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"celeriac {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in SUBCOMMANDS.items():
+    for name, (_, _, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     if not args or args[0] not in SUBCOMMANDS:
         parser.parse_args(args)
         parser.print_help()
         return 2
-    module_name, _ = SUBCOMMANDS[args[0]]
+    module_name, extra, _ = SUBCOMMANDS[args[0]]
+    try:
+        require(extra, f"celeriac {args[0]}")
+    except MissingExtraError as exc:
+        print(f"celeriac: {exc}", file=sys.stderr)
+        return 1
     entry: Callable[[list[str]], int] = importlib.import_module(module_name).main
     return entry(args[1:])
 

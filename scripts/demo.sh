@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m celeriac.devenv.demo "$@"
+exec .venv/bin/python -m celeriac_devenv.demo "$@"

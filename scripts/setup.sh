@@ -19,5 +19,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
-.venv/bin/celeriac devenv build
+.venv/bin/python -m pip install --quiet -e '.[dev]' -e ./devenv
+.venv/bin/celeriac-devenv build

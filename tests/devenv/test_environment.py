@@ -9,10 +9,10 @@ from typing import Any
 
 import nats
 import pytest
+from celeriac_devenv import versions
+from celeriac_devenv.cluster import KubeEnvironment
 
-from celeriac.devenv import versions
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

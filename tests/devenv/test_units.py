@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from celeriac.devenv.building import ensure_binaries, kubernetes_ldflags, staging_replacements
-from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.podrunner import container_argv, pod_environment, with_local_health_port
+from celeriac_devenv.building import ensure_binaries, kubernetes_ldflags, staging_replacements
+from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.podrunner import container_argv, pod_environment, with_local_health_port
 
 GO_MOD = """module k8s.io/kubernetes
 

@@ -164,3 +164,16 @@ def test_extended_worker_image_finds_the_task_code(installed: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("shop ['shop.tasks.order_total', 'shop.tasks.send_receipt']")
     assert str(installed) in proc.stdout  # the installed copy, not the checkout
+
+
+@pytest.mark.parametrize(("image", "extra"), [("worker", "worker"), ("operator", "operator")])
+def test_images_install_their_extra_and_no_local_environment(
+    installed: Path, image: str, extra: str
+) -> None:
+    ins = parse(IMAGES / image / "Dockerfile")
+    runs = " ".join(i.args for i in ins if i.keyword == "RUN")
+    assert f"'.[{extra}]'" in runs  # the wheels of the extra's dependencies are built
+    assert f"'celeriac[{extra}]'" in runs  # and installed
+    assert not list(installed.glob("celeriac_devenv*"))
+    assert not (installed / "celeriac" / "devenv").exists()
+    assert not (installed / "bin" / "celeriac-devenv").exists()

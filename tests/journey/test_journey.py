@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import nats
 import pytest
+from celeriac_devenv.chart import Release, uninstall
+from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.journey import Journey, JourneyOptions, JourneyReport
 from nats.js.errors import NotFoundError
 
-from celeriac.devenv.chart import Release, uninstall
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.journey import Journey, JourneyOptions, JourneyReport
 from celeriac.protocol import names
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from celeriac.devenv.journey import (
+from celeriac_devenv.journey import (
     EXAMPLES,
     JourneyOptions,
     JourneyReport,
@@ -17,7 +16,7 @@ from celeriac.devenv.journey import (
     make_orders,
     summary,
 )
-from celeriac.devenv.progress import ProgressDisplay, Snapshot, bar, format_line, rate
+from celeriac_devenv.progress import ProgressDisplay, Snapshot, bar, format_line, rate
 
 
 def snap(at: float, done: int, desired: int = 1, ready: int = 1) -> Snapshot:

@@ -8,8 +8,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celeriac.devenv.building import ensure_binaries
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
+from celeriac_devenv.building import ensure_binaries
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn, wait_until
 
 
 @dataclass

@@ -6,7 +6,7 @@ container's command with the pod's environment, and stops it with SIGTERM, then
 SIGKILL after the pod's grace period, when the pod goes away. So scaling a
 Deployment really changes how many workers consume tasks.
 
-Run as ``python -m celeriac.devenv.podrunner --kubeconfig FILE --log-dir DIR``.
+Run as ``python -m celeriac_devenv.podrunner --kubeconfig FILE --log-dir DIR``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, stop_group
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn, stop_group
 
 POOL_LABEL = "celeriac.io/pool"
 HEALTH_PORT_ENV = "CELERIAC_HEALTH_PORT"
-log = logging.getLogger("celeriac.devenv.podrunner")
+log = logging.getLogger("celeriac_devenv.podrunner")
 
 # (kind, namespace, name) -> data; kind is "secret" or "configmap".
 Lookup = Callable[[str, str, str], Mapping[str, str]]
@@ -203,7 +203,7 @@ class PodRunner:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m celeriac.devenv.podrunner")
+    parser = argparse.ArgumentParser(prog="python -m celeriac_devenv.podrunner")
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--log-dir", type=Path, required=True)
     args = parser.parse_args(argv)

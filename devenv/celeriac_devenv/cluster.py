@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celeriac.devenv import kubeconfig, kwokstages, pki
-from celeriac.devenv.building import ensure_binaries
-from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.nats import NatsServer
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, stop_group, wait_until
+from celeriac_devenv import kubeconfig, kwokstages, pki
+from celeriac_devenv.building import ensure_binaries
+from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.nats import NatsServer
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn, stop_group, wait_until
 
 SERVICE_CIDR = "10.0.0.0/24"
 NODE_NAME_PREFIX = "kwok-node-"
@@ -109,7 +109,7 @@ class KubeEnvironment:
             self.nats.stop()
 
     def save_state(self) -> None:
-        """Record process groups and exports so ``celeriac devenv down`` can stop them."""
+        """Record process groups and exports so ``celeriac-devenv down`` can stop them."""
         pids = [p.pid for p in self.processes]
         if self.nats and self.nats.process:
             pids.append(self.nats.process.pid)
@@ -118,7 +118,7 @@ class KubeEnvironment:
 
 
 def stop_saved(workdir: Path) -> bool:
-    """Stop an environment started by ``celeriac devenv up``; False if none was running."""
+    """Stop an environment started by ``celeriac-devenv up``; False if none was running."""
     state_path = workdir / STATE_FILE
     if not state_path.exists():
         return False
@@ -319,7 +319,7 @@ class _Launcher:
         self._spawn(
             "pod-runner",
             [
-                sys.executable, "-m", "celeriac.devenv.podrunner",
+                sys.executable, "-m", "celeriac_devenv.podrunner",
                 "--kubeconfig", str(self.env.kubeconfig),
                 "--log-dir", str(self.logs / "pods"),
             ],

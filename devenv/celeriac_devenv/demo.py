@@ -1,6 +1,6 @@
 """The README's demo: the whole user journey on a local cluster, with live progress.
 
-``python -m celeriac.devenv.demo`` starts the control plane, a kwok node and NATS
+``python -m celeriac_devenv.demo`` starts the control plane, a kwok node and NATS
 in a temporary folder, installs the Helm chart, runs the operator with the chart
 ServiceAccount's credentials, applies the example TaskQueue and WorkerPool with
 kubectl, submits a few thousand tasks with the SDK, shows the backlog, replicas
@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from celeriac.devenv.cluster import start_environment
-from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.journey import Journey, JourneyOptions, summary
+from celeriac_devenv.cluster import start_environment
+from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.journey import Journey, JourneyOptions, summary
 
 
 def run(workdir: Path, options: JourneyOptions) -> bool:
@@ -42,7 +42,7 @@ def run(workdir: Path, options: JourneyOptions) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m celeriac.devenv.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m celeriac_devenv.demo", description=__doc__)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temp folder")
     parser.add_argument("--tasks", type=int, default=3000, help="tasks to submit (default 3000)")
     parser.add_argument("--max-replicas", type=int, default=4, help="pool maximum (default 4)")

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
+from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "celeriac"

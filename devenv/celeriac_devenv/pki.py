@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from celeriac.devenv.errors import DevenvError
+from celeriac_devenv.errors import DevenvError
 
 _VALIDITY = datetime.timedelta(days=30)
 

@@ -1,8 +1,8 @@
-"""``celeriac devenv``: build, start and stop the local environment by hand.
+"""``celeriac-devenv``: build, start and stop the local environment by hand.
 
-``celeriac devenv up`` leaves the servers running in the background and prints
-the exports; ``eval "$(celeriac devenv up)"`` points the shell at them.
-``celeriac devenv down`` stops them.
+``celeriac-devenv up`` leaves the servers running in the background and prints
+the exports; ``eval "$(celeriac-devenv up)"`` points the shell at them.
+``celeriac-devenv down`` stops them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import signal
 import sys
 from pathlib import Path
 
-from celeriac.devenv.building import cache_root, ensure_binaries
-from celeriac.devenv.cluster import start_environment, stop_saved
-from celeriac.devenv.errors import DevenvError
+from celeriac_devenv.building import cache_root, ensure_binaries
+from celeriac_devenv.cluster import start_environment, stop_saved
+from celeriac_devenv.errors import DevenvError
 
 
 def default_workdir() -> Path:
@@ -25,9 +25,9 @@ def default_workdir() -> Path:
     return Path(explicit) if explicit else cache_root() / "env"
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of ``celeriac devenv``."""
-    parser = argparse.ArgumentParser(prog="celeriac devenv", description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``celeriac-devenv``."""
+    parser = argparse.ArgumentParser(prog="celeriac-devenv", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("build", help="build and cache every binary (no-op when cached)")
     up = sub.add_parser("up", help="start etcd, the control plane, kwok, NATS and the pod runner")
@@ -35,11 +35,11 @@ def main(argv: list[str]) -> int:
     up.add_argument("--workdir", type=Path, default=None)
     down = sub.add_parser("down", help="stop what 'up' started")
     down.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return _run(args)
     except DevenvError as exc:
-        print(f"celeriac devenv: {exc}", file=sys.stderr)
+        print(f"celeriac-devenv: {exc}", file=sys.stderr)
         return 1
 
 
@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     env = start_environment(workdir, nodes=args.nodes, tie_to_parent=False)
     env.save_state()
     print(f"# Celeriac local environment is up: API server {env.server}", file=sys.stderr)
-    print("# kubectl get nodes; stop it with: celeriac devenv down", file=sys.stderr)
+    print("# kubectl get nodes; stop it with: celeriac-devenv down", file=sys.stderr)
     for key, value in env.exports().items():
         quoted = value if key == "PATH" else shlex.quote(value)
         print(f'export {key}="{quoted}"' if key == "PATH" else f"export {key}={quoted}")

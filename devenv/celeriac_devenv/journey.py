@@ -21,7 +21,8 @@ from typing import Any, TextIO
 import yaml
 
 from celeriac.app import Celeriac
-from celeriac.devenv.chart import (
+from celeriac.protocol import names
+from celeriac_devenv.chart import (
     REPO_ROOT,
     LocalOperator,
     Release,
@@ -29,11 +30,10 @@ from celeriac.devenv.chart import (
     service_account_kubeconfig,
     start_operator,
 )
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.processes import wait_until
-from celeriac.devenv.progress import ProgressDisplay, Snapshot
-from celeriac.protocol import names
+from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.processes import wait_until
+from celeriac_devenv.progress import ProgressDisplay, Snapshot
 
 EXAMPLES = REPO_ROOT / "examples"
 TASK = "shop.tasks.send_receipt"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from celeriac.devenv.errors import DevenvError
+from celeriac_devenv.errors import DevenvError
 
 _PR_SET_PDEATHSIG = 1
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from celeriac.devenv.pki import ClientIdentity, Pki
+from celeriac_devenv.pki import ClientIdentity, Pki
 
 
 def render(server: str, certs: Pki, who: ClientIdentity) -> dict[str, object]:

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from celeriac.devenv.errors import DevenvError
-from celeriac.devenv.versions import BINARIES, GoBinary
+from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.versions import BINARIES, GoBinary
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/", re.MULTILINE)
 
@@ -116,7 +116,7 @@ def _run_go(args: list[str], cwd: Path, what: str) -> str:
 
 def _say(quiet: bool, msg: str) -> None:
     if not quiet:
-        print(f"[celeriac devenv] {msg}", file=sys.stderr, flush=True)
+        print(f"[celeriac-devenv] {msg}", file=sys.stderr, flush=True)
 
 
 def _build_group(group: list[GoBinary], *, quiet: bool) -> None:
