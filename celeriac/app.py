@@ -1,29 +1,26 @@
-"""The application object: task registry, configuration and the way to NATS.
+"""The application object: the task registry, and the client that reaches NATS.
 
-``Celeriac`` holds the tasks registered with ``@app.task`` and hands out one
-connected ``Broker`` per event loop. Blocking calls run on the app's own
-background loop (``SyncBridge``), so they work from Flask or Django views, scripts
-and worker threads; async code uses the ``a``-prefixed twins on its own loop.
+``Celeriac`` holds the tasks registered with ``@app.task`` and a ``Client`` (one
+connected ``Broker`` per event loop, and a background loop for blocking calls), so
+submitting works from Flask or Django views, scripts and worker threads; async code
+uses the ``a``-prefixed twins on its own loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, Unpack, overload
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Unpack, overload
 
 from celeriac import async_result
-from celeriac.broker import Broker, Delayed
+from celeriac.broker import Broker
 from celeriac.canvas import Canvas, Signature
-from celeriac.planning import Plan, execute
+from celeriac.client import Client
+from celeriac.planning import Plan
 from celeriac.protocol import jetstream, names
-from celeriac.submitting import Submission, build_message
-from celeriac.syncbridge import SyncBridge, refuse_inside_event_loop
+from celeriac.submitting import prepare
+from celeriac.syncbridge import refuse_inside_event_loop
 from celeriac.task import Task, TaskOptions
-
-T = TypeVar("T")
 
 ENV_NATS_URL = "CELERIAC_NATS_URL"
 ENV_NATS_CREDS = "CELERIAC_NATS_CREDS"
@@ -51,26 +48,57 @@ class Celeriac:
         declare_queues: bool | None = None,
         nats_credentials: str | None = None,
     ) -> None:
-        self.name = name
-        self.nats_url = nats_url or os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL
-        # A NATS .creds file (JWT + nkey seed), as mounted by the operator into worker pods.
-        self.nats_credentials = nats_credentials or os.environ.get(ENV_NATS_CREDS) or None
-        self.default_queue = names.check_queue_name(default_queue)
         if result_ttl < 0:
             raise ValueError(f"result_ttl must be >= 0 seconds (0 keeps results), not {result_ttl}")
-        self.result_ttl = result_ttl
-        self.declare_queues = (
-            declare_queues_from_env(os.environ.get(ENV_DECLARE_QUEUES))
-            if declare_queues is None
-            else declare_queues
+        self.name = name
+        self.client = Client(
+            name,
+            nats_url or os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL,
+            # A NATS .creds file (JWT + nkey seed), as mounted by the operator into pods.
+            credentials=nats_credentials or os.environ.get(ENV_NATS_CREDS) or None,
+            declare_queues=(
+                declare_queues_from_env(os.environ.get(ENV_DECLARE_QUEUES))
+                if declare_queues is None
+                else declare_queues
+            ),
+            result_ttl=result_ttl,
+            default_queue=names.check_queue_name(default_queue),
         )
         self.tasks: dict[str, Task] = {}
-        self._brokers: dict[asyncio.AbstractEventLoop, asyncio.Future[Broker]] = {}
-        self._lock = threading.Lock()
-        self._bridge = SyncBridge(name)
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.name} {self.nats_url}>"
+
+    # The client's settings, readable (and the URL settable before first use) on the app.
+
+    @property
+    def nats_url(self) -> str:
+        """The NATS server URL(s) this app connects to."""
+        return self.client.nats_url
+
+    @nats_url.setter
+    def nats_url(self, value: str) -> None:
+        self.client.nats_url = value
+
+    @property
+    def nats_credentials(self) -> str | None:
+        """The NATS .creds file this app authenticates with, if any."""
+        return self.client.credentials
+
+    @property
+    def default_queue(self) -> str:
+        """The queue of tasks registered without ``queue=``."""
+        return self.client.default_queue
+
+    @property
+    def result_ttl(self) -> float:
+        """How long results are kept, in seconds (0: until deleted)."""
+        return self.client.result_ttl
+
+    @property
+    def declare_queues(self) -> bool:
+        """Whether a submit creates a queue's stream that does not exist yet."""
+        return self.client.declare_queues
 
     # Tasks ---------------------------------------------------------------------------------
 
@@ -104,13 +132,17 @@ class Celeriac:
 
         def register(func: Callable[..., Any]) -> Task:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
-            task = Task(self, func, name=task_name, **options)
+            task = Task(self, func, name=task_name, client=self.client, **options)
             self.tasks[task_name] = task
             return task
 
         if fn is not None:
             return register(fn)
         return register
+
+    def _task_queue(self, name: str) -> str:
+        task = self.tasks.get(name)
+        return task.queue if task is not None else self.default_queue
 
     def signature(
         self,
@@ -121,94 +153,39 @@ class Celeriac:
     ) -> Signature:
         """A signature of a task known only by name (see ``send_task``)."""
         immutable = bool(options.pop("immutable", False))
-        return Signature(self, name, args, kwargs, options=options, immutable=immutable)
+        options = {"queue": self._task_queue(name), **options}
+        return Signature(self.client, name, args, kwargs, options=options, immutable=immutable)
 
     def AsyncResult(self, task_id: str) -> async_result.AsyncResult:  # noqa: N802 - Celery's spelling
         """The result handle of ``task_id``."""
-        return async_result.AsyncResult(task_id, self)
+        return async_result.AsyncResult(task_id, self.client)
 
     def GroupResult(self, group_id: str, task_ids: Sequence[str]) -> async_result.GroupResult:  # noqa: N802
         """A group result handle over the given member ids."""
-        members = [async_result.AsyncResult(t, self) for t in task_ids]
-        return async_result.GroupResult(group_id, members, self)
+        members = [async_result.AsyncResult(t, self.client) for t in task_ids]
+        return async_result.GroupResult(group_id, members, self.client)
 
     # Connections ---------------------------------------------------------------------------
 
     async def broker(self) -> Broker:
         """The connected broker for the running event loop (one per loop, made on first use)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for old in [lp for lp in self._brokers if lp.is_closed()]:
-                del self._brokers[old]  # a finished loop's connection died with it
-            future = self._brokers.get(loop)
-            if future is None:
-                future = loop.create_task(
-                    Broker.connect(
-                        self.nats_url,
-                        declare=self.declare_queues,
-                        result_ttl=self.result_ttl,
-                        credentials=self.nats_credentials,
-                    )
-                )
-                self._brokers[loop] = future
-        try:
-            return await asyncio.shield(future)
-        except Exception:
-            with self._lock:
-                if self._brokers.get(loop) is future:
-                    del self._brokers[loop]
-            raise
+        return await self.client.broker()
 
     async def aclose(self) -> None:
         """Close this loop's broker, and the background loop used by blocking calls."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            future = self._brokers.pop(loop, None)
-        if future is not None and future.done() and not future.exception():
-            await future.result().close()
-        await asyncio.to_thread(self._close_bridge)
+        await self.client.aclose()
 
     def close(self) -> None:
         """Close the background loop's broker and stop it (blocking calls reopen it)."""
-        self._close_bridge()
-
-    def _close_bridge(self) -> None:
-        bridge_loop = self._bridge.loop
-        if bridge_loop is None:
-            return
-
-        async def shutdown() -> None:
-            with self._lock:
-                future = self._brokers.pop(bridge_loop, None)
-            if future is not None:
-                broker = await future
-                await broker.close()
-
-        self._bridge.close(shutdown)
-
-    def run_sync(
-        self,
-        factory: Callable[[], Coroutine[Any, Any, T]],
-        *,
-        call: str,
-        twin: str,
-        timeout: float | None = None,
-    ) -> T:
-        """Run a coroutine on the app's background loop from blocking code."""
-        return self._bridge.run(factory, call=call, twin=twin, timeout=timeout)
+        self.client.close()
 
     # Submitting ----------------------------------------------------------------------------
 
-    def _single(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Delayed:
-        countdown = options.pop("countdown", None)
-        eta = options.pop("eta", None)
-        queue = options.pop("queue", None) or self._task_queue(name)
-        sub = Submission(task=name, queue=queue, args=args or (), kwargs=kwargs or {}, **options)
-        return Delayed(build_message(sub), countdown, eta)
-
-    def _task_queue(self, name: str) -> str:
-        task = self.tasks.get(name)
-        return task.queue if task is not None else self.default_queue
+    def _send(
+        self, name: str, args: Any, kwargs: Any, options: Mapping[str, Any], call: str
+    ) -> tuple[Plan, async_result.AsyncResult]:
+        item = prepare(name, args, kwargs, options, call=call, default_queue=self._task_queue(name))
+        return Plan(items=[item]), async_result.AsyncResult(item.message.id, self.client)
 
     def send_task(
         self,
@@ -219,13 +196,12 @@ class Celeriac:
     ) -> async_result.AsyncResult:
         """Send a task by name (it need not be registered here); blocks until enqueued.
 
-        Options: ``countdown``, ``eta``, ``expires`` (datetime or seconds), ``task_id``,
-        ``queue``, ``headers``, ``ignore_result``.
+        Takes the options of ``Task.apply_async``.
         """
         refuse_inside_event_loop("send_task()", "asend_task()")
-        item = self._single(name, args, kwargs, dict(options))
-        self.execute_plan(Plan(items=[item]))
-        return async_result.AsyncResult(item.message.id, self)
+        plan, result = self._send(name, args, kwargs, options, "send_task")
+        self.client.submit(plan)
+        return result
 
     async def asend_task(
         self,
@@ -235,9 +211,9 @@ class Celeriac:
         **options: Any,
     ) -> async_result.AsyncResult:
         """Async twin of ``send_task``."""
-        item = self._single(name, args, kwargs, dict(options))
-        await self.aexecute_plan(Plan(items=[item]))
-        return async_result.AsyncResult(item.message.id, self)
+        plan, result = self._send(name, args, kwargs, options, "asend_task")
+        await self.client.asubmit(plan)
+        return result
 
     def _batch(self, signatures: Iterable[Canvas]) -> tuple[Plan, list[Any]]:
         plan, results = Plan(), []
@@ -253,21 +229,11 @@ class Celeriac:
         """Send many signatures at once, pipelining the publishes; one result each, in order."""
         refuse_inside_event_loop("send_many()", "asend_many()")
         plan, results = self._batch(signatures)
-        self.execute_plan(plan)
+        self.client.submit(plan)
         return results
 
     async def asend_many(self, signatures: Iterable[Canvas]) -> list[Any]:
         """Async twin of ``send_many``."""
         plan, results = self._batch(signatures)
-        await self.aexecute_plan(plan)
+        await self.client.asubmit(plan)
         return results
-
-    def execute_plan(self, plan: Plan) -> None:
-        """Publish a plan from blocking code."""
-        self.run_sync(
-            lambda: self.aexecute_plan(plan), call="submitting a task", twin="the a* twin"
-        )
-
-    async def aexecute_plan(self, plan: Plan) -> None:
-        """Publish a plan on the running loop."""
-        await execute(await self.broker(), plan)

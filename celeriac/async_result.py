@@ -1,7 +1,8 @@
 """Handles on submitted work: ``AsyncResult`` for one task, ``GroupResult`` for a group.
 
-Both read the results bucket. The blocking methods run through the app's sync
-bridge, so they work from plain code; ``a``-prefixed twins run on the caller's loop.
+Both read the results bucket through a ``Client``. The blocking methods run on the
+client's background loop, so they work from plain code; ``a``-prefixed twins run on
+the caller's loop.
 """
 
 from __future__ import annotations
@@ -9,14 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from celeriac.client import Client
 from celeriac.exceptions import ResultTimeoutError, TaskError, TaskRevokedError
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
-
-if TYPE_CHECKING:
-    from celeriac.app import Celeriac
 
 T = TypeVar("T")
 
@@ -36,10 +35,10 @@ class AsyncResult:
     """The state and result of one task, looked up by id."""
 
     def __init__(
-        self, id: str, app: Celeriac, *, parent: AsyncResult | GroupResult | None = None
+        self, id: str, client: Client, *, parent: AsyncResult | GroupResult | None = None
     ) -> None:
         self.id = id
-        self.app = app
+        self.client = client
         self.parent = parent
         self._final: ResultRecord | None = None
 
@@ -53,7 +52,7 @@ class AsyncResult:
         return hash(self.id)
 
     def _sync(self, factory: Callable[[], Coroutine[Any, Any, T]], call: str, twin: str) -> T:
-        return self.app.run_sync(factory, call=f"AsyncResult.{call}", twin=f"AsyncResult.{twin}")
+        return self.client.run_sync(factory, call=f"AsyncResult.{call}", twin=f"AsyncResult.{twin}")
 
     # Async API -----------------------------------------------------------------------------
 
@@ -61,7 +60,7 @@ class AsyncResult:
         """The stored record, or None while nothing is stored (PENDING)."""
         if self._final is not None:
             return self._final
-        broker = await self.app.broker()
+        broker = await self.client.broker()
         record = await broker.results.get(self.id)
         if record is not None and record.state.ready:
             self._final = record
@@ -81,14 +80,14 @@ class AsyncResult:
         """
         record = self._final
         if record is None:
-            broker = await self.app.broker()
+            broker = await self.client.broker()
             record = await broker.results.wait(self.id, timeout)
             self._final = record
         return outcome(self.id, record, propagate)
 
     async def arevoke(self, reason: str = "revoked") -> None:
         """Async twin of ``revoke``."""
-        broker = await self.app.broker()
+        broker = await self.client.broker()
         await broker.revocations.revoke(self.id, reason)
         # A task nobody started yet shows REVOKED at once; a started one keeps its state
         # until the worker reports (create only writes where nothing is stored).
@@ -151,10 +150,10 @@ class AsyncResult:
 class GroupResult:
     """The results of a group's members, in the order they were given."""
 
-    def __init__(self, id: str, results: Sequence[AsyncResult], app: Celeriac) -> None:
+    def __init__(self, id: str, results: Sequence[AsyncResult], client: Client) -> None:
         self.id = id
         self.results = list(results)
-        self.app = app
+        self.client = client
 
     def __repr__(self) -> str:
         return f"<GroupResult {self.id} ({len(self.results)} tasks)>"
@@ -166,19 +165,19 @@ class GroupResult:
         return iter(self.results)
 
     @classmethod
-    async def arestore(cls, group_id: str, app: Celeriac) -> GroupResult | None:
+    async def arestore(cls, group_id: str, client: Client) -> GroupResult | None:
         """The group stored under ``group_id`` by its submission, or None."""
-        broker = await app.broker()
+        broker = await client.broker()
         record = await broker.results.get(group_id)
         if record is None or record.children is None:
             return None
-        return cls(group_id, [AsyncResult(c, app) for c in record.children], app)
+        return cls(group_id, [AsyncResult(c, client) for c in record.children], client)
 
     @classmethod
-    def restore(cls, group_id: str, app: Celeriac) -> GroupResult | None:
+    def restore(cls, group_id: str, client: Client) -> GroupResult | None:
         """Blocking twin of ``arestore``."""
-        return app.run_sync(
-            lambda: cls.arestore(group_id, app), call="GroupResult.restore", twin="arestore"
+        return client.run_sync(
+            lambda: cls.arestore(group_id, client), call="GroupResult.restore", twin="arestore"
         )
 
     async def astates(self) -> list[TaskState]:
@@ -202,7 +201,7 @@ class GroupResult:
         await asyncio.gather(*(r.arevoke(reason) for r in self.results))
 
     def _states(self) -> list[TaskState]:
-        return self.app.run_sync(self.astates, call="GroupResult state", twin="astates()")
+        return self.client.run_sync(self.astates, call="GroupResult state", twin="astates()")
 
     def ready(self) -> bool:
         """True when every member is final."""
@@ -222,12 +221,12 @@ class GroupResult:
 
     def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Block until every member finishes; their results in order."""
-        return self.app.run_sync(
+        return self.client.run_sync(
             lambda: self.aget(timeout, propagate), call="GroupResult.get()", twin="aget()"
         )
 
     def revoke(self, reason: str = "revoked") -> None:
         """Revoke every member."""
-        self.app.run_sync(
+        self.client.run_sync(
             lambda: self.arevoke(reason), call="GroupResult.revoke()", twin="arevoke()"
         )

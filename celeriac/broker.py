@@ -8,37 +8,27 @@ and opens the results and revocation buckets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
-from nats.js.kv import KeyValue
 
 from celeriac.declaring import Declarer, QueueInfo
 from celeriac.exceptions import CeleriacError, ScheduleNotSupported
 from celeriac.pipelining import publish_pipelined
-from celeriac.protocol import jetstream, names
-from celeriac.protocol.envelope import DeadLetter, TaskMessage
+from celeriac.protocol import names
+from celeriac.protocol.envelope import TaskMessage
 from celeriac.pubacks import PubAcks
 from celeriac.publishing import Publication, task_publication
 from celeriac.results import ResultStore
 from celeriac.revocation import RevocationStore
+from celeriac.submitting import Delayed, due_time
 
 # JetStream error codes for "message schedules is disabled" / "pattern is invalid".
 _SCHEDULES_DISABLED = 10188
 PUBLISH_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Delayed:
-    """A task and when it is due (None: now); the unit of a batch publish."""
-
-    message: TaskMessage
-    countdown: float | None = None
-    eta: datetime | None = None
 
 
 class BatchPublishError(CeleriacError):
@@ -62,7 +52,6 @@ class Broker:
         *,
         declare: bool,
         result_ttl: float,
-        chords_ttl: float = jetstream.CHORDS_TTL_SECONDS,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -70,8 +59,6 @@ class Broker:
         self.pubacks = PubAcks(nc, PUBLISH_TIMEOUT)
         self.results = ResultStore(self.declarer, result_ttl, self.pubacks)
         self.revocations = RevocationStore(self.declarer)
-        self._chords_ttl = chords_ttl
-        self._chords: KeyValue | None = None
 
     @classmethod
     async def connect(
@@ -100,12 +87,6 @@ class Broker:
     async def ensure_queue(self, queue: str) -> QueueInfo:
         """Create the queue's streams and consumer if missing (when declaring); idempotent."""
         return await self.declarer.ensure_queue(queue)
-
-    async def chords(self) -> KeyValue:
-        """The chord counters bucket."""
-        if self._chords is None:
-            self._chords = await self.declarer.bucket(names.CHORDS_BUCKET, ttl=self._chords_ttl)
-        return self._chords
 
     async def _prepare(self, item: Delayed) -> Publication:
         info = await self.ensure_queue(item.message.queue)
@@ -141,19 +122,6 @@ class Broker:
         if failed:
             raise BatchPublishError(failed)
 
-    async def publish_dead_letter(self, letter: DeadLetter) -> None:
-        """Store ``letter`` on the queue's dead-letter stream."""
-        await self.ensure_queue(letter.queue)
-        headers = {names.HDR_REASON: letter.reason.value, names.HDR_PROTOCOL: "1"}
-        if letter.task:
-            headers[names.HDR_TASK] = letter.task
-        await self.js.publish(
-            names.dead_letter_subject(letter.queue),
-            letter.dumps(),
-            timeout=PUBLISH_TIMEOUT,
-            headers=headers,
-        )
-
 
 def _publication(item: Delayed, info: QueueInfo) -> Publication:
     """The publish for ``item`` on its (declared) queue; refuses a delay it cannot hold."""
@@ -165,15 +133,6 @@ def _publication(item: Delayed, info: QueueInfo) -> Publication:
             "is required and the stream needs allow_msg_schedules)"
         )
     return pub
-
-
-def due_time(countdown: float | None, eta: datetime | None) -> datetime | None:
-    """When a task is due: ``eta`` (naive means UTC), else now + ``countdown``, else None."""
-    if eta is not None:
-        return eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)
-    if countdown is not None:
-        return datetime.now(UTC) + timedelta(seconds=countdown)
-    return None
 
 
 def _translate(exc: BaseException | None) -> BaseException:

@@ -2,7 +2,7 @@
 
 A ``Signature`` is a task call not sent yet (``add.s(2, 3)``). A ``chain`` sends its
 first step with the rest attached to the message; a worker publishes each next step
-when the previous succeeds (``celeriac.continuation``). A ``group`` sends all members
+when the previous succeeds (``celeriac.worker_runtime.continuation``). A ``group`` sends all members
 at once, pipelined; a ``chord`` is a group whose members carry the callback, which
 is published exactly once when the last member succeeds. Every step's task id is
 fixed at submit time, so the caller gets result handles for work not published yet.
@@ -11,43 +11,47 @@ fixed at submit time, so the caller gets result handles for work not published y
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celeriac.async_result import AsyncResult, GroupResult
-from celeriac.broker import Delayed
-from celeriac.continuation import on_failure, on_success
+from celeriac.client import Client
 from celeriac.planning import Plan
 from celeriac.protocol.envelope import ChordRef
 from celeriac.protocol.envelope import Signature as WireSignature
 from celeriac.publishing import rfc3339
 from celeriac.submitting import (
-    Submission,
+    NO_LINKS,
+    OPTIONS,
+    Delayed,
+    Links,
     absolute_time,
-    build_message,
+    check_options,
     check_task_id,
     new_task_id,
+    prepare,
 )
 from celeriac.syncbridge import refuse_inside_event_loop
 
-if TYPE_CHECKING:
-    from celeriac.app import Celeriac
+__all__ = ["Canvas", "Signature", "chain", "chord", "group"]
 
-__all__ = ["Canvas", "Signature", "chain", "chord", "group", "on_failure", "on_success"]
-
-OPTIONS = frozenset({"queue", "task_id", "countdown", "eta", "expires", "headers", "ignore_result"})
+# Options a chain step or chord callback carries in its message; a step's eta cannot
+# be fixed at submit time (the step is published when its parent finishes).
+_CARRIED = tuple(sorted(OPTIONS - {"eta", "expires"}))
 
 
 class Canvas:
     """What every canvas object shares: building a plan and submitting it."""
 
-    app: Celeriac
+    client: Client
 
     def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, Any]:
         """The messages sending this publishes, and the result handle the caller gets."""
         raise NotImplementedError
 
-    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Canvas:
-        """A copy with extra keyword arguments and options applied."""
+    def configured(
+        self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any], call: str
+    ) -> Canvas:
+        """A copy with extra keyword arguments and options (checked, in ``call``'s name)."""
         raise NotImplementedError
 
     def apply_async(
@@ -58,8 +62,8 @@ class Canvas:
     ) -> Any:
         """Send it (``args`` go before the stored ones); blocks until the server has it."""
         refuse_inside_event_loop(f"{self!r}.apply_async()", "aapply_async()")
-        plan, result = self.configured(kwargs, options).plan(tuple(args or ()))
-        self.app.execute_plan(plan)
+        plan, result = self.configured(kwargs, options, "apply_async").plan(tuple(args or ()))
+        self.client.submit(plan)
         return result
 
     async def aapply_async(
@@ -69,8 +73,8 @@ class Canvas:
         **options: Any,
     ) -> Any:
         """Async twin of ``apply_async``."""
-        plan, result = self.configured(kwargs, options).plan(tuple(args or ()))
-        await self.app.aexecute_plan(plan)
+        plan, result = self.configured(kwargs, options, "aapply_async").plan(tuple(args or ()))
+        await self.client.asubmit(plan)
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
@@ -90,7 +94,7 @@ class Signature(Canvas):
 
     def __init__(
         self,
-        app: Celeriac,
+        client: Client,
         task: str,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -98,31 +102,30 @@ class Signature(Canvas):
         options: Mapping[str, Any] | None = None,
         immutable: bool = False,
     ) -> None:
-        self.app = app
+        self.client = client
         self.task = task
         self.args = list(args or ())
         self.kwargs = dict(kwargs or {})
         self.options: dict[str, Any] = {}
         self.immutable = immutable
-        self.set(**(options or {}))
+        self._merge(options or {}, "signature")
 
     def __repr__(self) -> str:
         return f"{self.task}.{'si' if self.immutable else 's'}(*{self.args!r}, **{self.kwargs!r})"
 
+    def _merge(self, options: Mapping[str, Any], call: str) -> None:
+        # Checked together with what is already set: countdown here and eta there clash.
+        self.options = check_options({**self.options, **options}, call)
+
     def set(self, **options: Any) -> Signature:
-        """Set delivery options: queue, task_id, countdown, eta, expires, headers, ignore_result."""
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
-        if options.get("task_id") is not None:
-            check_task_id(options["task_id"])
-        self.options.update({k: v for k, v in options.items() if v is not None})
+        """Set delivery options; the same ones ``apply_async`` accepts."""
+        self._merge(options, "set")
         return self
 
     def clone(self) -> Signature:
         """An independent copy."""
         return Signature(
-            self.app,
+            self.client,
             self.task,
             self.args,
             self.kwargs,
@@ -130,8 +133,11 @@ class Signature(Canvas):
             immutable=self.immutable,
         )
 
-    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Signature:
-        copy = self.clone().set(**options)
+    def configured(
+        self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any], call: str
+    ) -> Signature:
+        copy = self.clone()
+        copy._merge(options, call)
         copy.kwargs.update(kwargs or {})
         return copy
 
@@ -141,22 +147,17 @@ class Signature(Canvas):
             self.options["task_id"] = new_task_id()
         return str(self.options["task_id"])
 
-    def submission(self, args: Sequence[Any] = (), **extra: Any) -> Submission:
-        """Validated submit options of this signature (``args`` go first)."""
-        opts = {k: v for k, v in self.options.items() if k not in ("queue", "countdown", "eta")}
-        return Submission(
-            task=self.task,
-            queue=self.options.get("queue") or self.app.default_queue,
-            args=[*args, *self.args],
-            kwargs=self.kwargs,
-            **opts,
-            **extra,
+    def delayed(self, args: Sequence[Any] = (), links: Links = NO_LINKS) -> Delayed:
+        """This signature as one message to publish (``args`` go first)."""
+        return prepare(
+            self.task,
+            [*args, *self.args],
+            self.kwargs,
+            self.options,
+            call="signature",
+            default_queue=self.client.default_queue,
+            links=links,
         )
-
-    def delayed(self, args: Sequence[Any] = (), **extra: Any) -> Delayed:
-        """This signature as one message to publish."""
-        message = build_message(self.submission(args, **extra))
-        return Delayed(message, self.options.get("countdown"), self.options.get("eta"))
 
     def to_wire(self) -> WireSignature:
         """The JSON form carried inside messages (chain steps, chord callbacks)."""
@@ -164,13 +165,12 @@ class Signature(Canvas):
             raise ValueError(
                 f"{self!r}: eta is not supported inside a chain or chord; use countdown"
             )
-        build_message(self.submission())  # reject bad arguments before anything is sent
-        carried = ("queue", "task_id", "countdown", "headers", "ignore_result")
-        opts: dict[str, Any] = {k: self.options[k] for k in carried if k in self.options}
+        self.delayed()  # reject bad arguments before anything is sent
+        opts: dict[str, Any] = {k: self.options[k] for k in _CARRIED if k in self.options}
         expires = absolute_time(self.options.get("expires"), "expires")
         if expires is not None:
             opts["expires"] = rfc3339(expires)
-        opts.setdefault("queue", self.app.default_queue)
+        opts.setdefault("queue", self.client.default_queue)
         return WireSignature(
             task=self.task,
             args=self.args,
@@ -181,7 +181,7 @@ class Signature(Canvas):
 
     def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, AsyncResult]:
         item = self.delayed(args)
-        return Plan(items=[item]), AsyncResult(item.message.id, self.app)
+        return Plan(items=[item]), AsyncResult(item.message.id, self.client)
 
 
 def _unpack(given: tuple[Any, ...]) -> list[Any]:
@@ -213,22 +213,24 @@ class chain(Canvas):  # noqa: N801 - Celery's spelling
         if not items:
             raise ValueError("a chain needs at least one step")
         self.steps = _signatures("chain", items)
-        self.app = self.steps[0].app
+        self.client = self.steps[0].client
 
     def __repr__(self) -> str:
         return " | ".join(repr(s) for s in self.steps)
 
-    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> chain:
-        first = self.steps[0].configured(kwargs, options)
+    def configured(
+        self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any], call: str
+    ) -> chain:
+        first = self.steps[0].configured(kwargs, options, call)
         return chain(first, *self.steps[1:])
 
     def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, AsyncResult]:
         ids = [step.freeze() for step in self.steps]
         rest = [step.to_wire() for step in self.steps[1:]]
-        item = self.steps[0].delayed(args, chain=rest)
+        item = self.steps[0].delayed(args, Links(chain=rest))
         parent: AsyncResult | None = None
         for task_id in ids:
-            parent = AsyncResult(task_id, self.app, parent=parent)
+            parent = AsyncResult(task_id, self.client, parent=parent)
         assert parent is not None
         return Plan(items=[item]), parent
 
@@ -244,15 +246,18 @@ class group(Canvas):  # noqa: N801 - Celery's spelling
         self.group_id = check_task_id(group_id) if group_id else None
         if not self.members:
             raise ValueError("a group needs at least one member")
-        self.app = self.members[0].app
+        self.client = self.members[0].client
 
     def __repr__(self) -> str:
         return f"group({self.members!r})"
 
-    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> group:
+    def configured(
+        self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any], call: str
+    ) -> group:
         opts = dict(options)
         group_id = opts.pop("task_id", None) or self.group_id
-        return group([m.configured(kwargs, opts) for m in self.members], group_id=group_id)
+        members = [m.configured(kwargs, opts, call) for m in self.members]
+        return group(members, group_id=group_id)
 
     def __or__(self, other: Canvas) -> Canvas:
         if isinstance(other, Signature):
@@ -265,11 +270,12 @@ class group(Canvas):  # noqa: N801 - Celery's spelling
         """The plan for the members (carrying ``chord_ref`` when in a chord header)."""
         group_id = self.group_id or new_task_id()
         items = [
-            member.delayed(args, group_id=group_id, group_index=index, chord=chord_ref)
+            member.delayed(args, Links(group_id=group_id, group_index=index, chord=chord_ref))
             for index, member in enumerate(self.members)
         ]
         children = [item.message.id for item in items]
-        result = GroupResult(group_id, [AsyncResult(c, self.app) for c in children], self.app)
+        results = [AsyncResult(c, self.client) for c in children]
+        result = GroupResult(group_id, results, self.client)
         return Plan(items=items, groups={group_id: children}), result
 
     def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, GroupResult]:
@@ -288,16 +294,18 @@ class chord(Canvas):  # noqa: N801 - Celery's spelling
         if not isinstance(body, Signature):
             raise TypeError(f"a chord body must be a task signature, not {body!r}")
         self.body = body.clone()
-        self.app = body.app
+        self.client = body.client
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
 
-    def configured(self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> chord:
-        return chord(self.header.configured(kwargs, options), self.body)
+    def configured(
+        self, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any], call: str
+    ) -> chord:
+        return chord(self.header.configured(kwargs, options, call), self.body)
 
     def plan(self, args: Sequence[Any] = ()) -> tuple[Plan, AsyncResult]:
         callback_id = self.body.freeze()
         ref = ChordRef(id=callback_id, size=len(self.header.members), callback=self.body.to_wire())
         plan, members = self.header.plan_members(args, ref)
-        return plan, AsyncResult(callback_id, self.app, parent=members)
+        return plan, AsyncResult(callback_id, self.client, parent=members)

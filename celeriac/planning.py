@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from celeriac.broker import Broker, Delayed
+from celeriac.broker import Broker
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
+from celeriac.submitting import Delayed
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,61 +90,191 @@ def absolute_time(value: datetime | float | None, what: str) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _is_number(value):
         raise TypeError(f"{what} must be a datetime or a number of seconds, not {value!r}")
+    if abs(value) > MAX_SECONDS:
+        raise ValueError(f"{what} must be within {MAX_SECONDS} seconds of now, not {value!r}")
     return datetime.now(UTC) + timedelta(seconds=float(value))
 
 
 @dataclass(frozen=True)
-class Submission:
-    """Validated options of one submit call (what ``apply_async`` accepts)."""
+class Links:
+    """Where a message sits in a canvas: set by canvas and the worker, never by callers."""
 
-    task: str
-    queue: str
-    args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    task_id: str | None = None
-    countdown: float | None = None
-    eta: datetime | None = None
-    expires: datetime | float | None = None
-    headers: Mapping[str, str] | None = None
     parent_id: str | None = None
     root_id: str | None = None
     group_id: str | None = None
     group_index: int | None = None
     chord: ChordRef | None = None
     chain: Sequence[Signature] = ()
+
+
+#: A message submitted on its own, outside any canvas.
+NO_LINKS = Links()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Checked options of one message: what ``build_message`` turns into an envelope."""
+
+    task: str
+    queue: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    task_id: str | None = None
+    expires: datetime | float | None = None
+    headers: Mapping[str, str] | None = None
+    links: Links = NO_LINKS
     ignore_result: bool = False
     max_retries: int | None = None
     time_limit: float | None = None
     soft_time_limit: float | None = None
 
 
-def check_timing(countdown: float | None, eta: datetime | None) -> None:
-    """countdown and eta are alternatives, and a countdown is a non-negative number."""
+@dataclass(frozen=True)
+class Delayed:
+    """A task and when it is due (None: now); the unit of a batch publish."""
+
+    message: TaskMessage
+    countdown: float | None = None
+    eta: datetime | None = None
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+# Longer than any task waits or runs, and well inside what a datetime can hold.
+MAX_SECONDS = 100 * 365 * 24 * 3600
+
+
+def _check_seconds(name: str, value: Any, *, positive: bool) -> None:
+    if not _is_number(value) or value < 0 or (positive and value == 0) or value > MAX_SECONDS:
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(
+            f"{name} must be a {kind} number of seconds up to {MAX_SECONDS}, not {value!r}"
+        )
+
+
+def _check_headers(value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"headers must be a dict of strings, not {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise TypeError(f"headers must map strings to strings, got {key!r}: {item!r}")
+
+
+def _check_queue(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"queue must be a string, not {value!r}")
+    names.check_queue_name(value)
+
+
+def _check_eta(name: str, value: Any) -> None:
+    if not isinstance(value, datetime):
+        raise TypeError(f"eta must be a datetime, not {value!r}")
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+
+
+def _check_delay(name: str, value: Any) -> None:
+    _check_seconds(name, value, positive=False)
+
+
+def _check_limit(name: str, value: Any) -> None:
+    _check_seconds(name, value, positive=True)
+
+
+# Each option's check on its own value; ``check_options`` checks how they combine.
+_CHECKS: dict[str, Callable[[str, Any], object]] = {
+    "queue": _check_queue,
+    "task_id": lambda _, value: check_task_id(value),
+    "countdown": _check_delay,
+    "eta": _check_eta,
+    "expires": lambda name, value: absolute_time(value, name),
+    "headers": lambda _, value: _check_headers(value),
+    "ignore_result": _check_flag,
+    "max_retries": _check_count,
+    "time_limit": _check_limit,
+    "soft_time_limit": _check_limit,
+}
+
+#: Delivery options every submit call and every signature accepts, in every spelling.
+OPTIONS = frozenset(_CHECKS)
+
+
+def check_options(options: Mapping[str, Any], call: str) -> dict[str, Any]:
+    """The delivery options of ``call`` without the unset (None) ones, every one checked.
+
+    Raises TypeError for an unknown option or a wrong type and ValueError for a value
+    out of range, naming the option: ``unknown option 'priority' for apply_async``.
+    """
+    given = {name: value for name, value in options.items() if value is not None}
+    for name, value in given.items():
+        check = _CHECKS.get(name)
+        if check is None:
+            known = ", ".join(sorted(OPTIONS))
+            raise TypeError(f"unknown option {name!r} for {call}; known options: {known}")
+        check(name, value)
+    countdown, eta, expires = given.get("countdown"), given.get("eta"), given.get("expires")
     if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    if countdown is not None and (
-        isinstance(countdown, bool)
-        or not isinstance(countdown, int | float)
-        or not math.isfinite(countdown)
-        or countdown < 0
-    ):
-        raise ValueError(f"countdown must be a non-negative number of seconds, not {countdown!r}")
-    if eta is not None and not isinstance(eta, datetime):
-        raise TypeError(f"eta must be a datetime, not {eta!r}")
+        raise ValueError(f"{call}: give countdown or eta, not both")
+    if expires is not None and (countdown is not None or eta is not None):
+        due = due_time(countdown, eta)
+        ends = absolute_time(expires, "expires")
+        if due is not None and ends is not None and ends <= due:
+            raise ValueError(f"{call}: expires ({ends.isoformat()}) must be after the task is due "
+                             f"({due.isoformat()})")  # fmt: skip
+    return given
+
+
+def due_time(countdown: float | None, eta: datetime | None) -> datetime | None:
+    """When a task is due: ``eta`` (naive means UTC), else now + ``countdown``, else None."""
+    if eta is not None:
+        return eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)
+    if countdown is not None:
+        return datetime.now(UTC) + timedelta(seconds=countdown)
+    return None
+
+
+def prepare(
+    task: str,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    *,
+    call: str,
+    default_queue: str,
+    links: Links = NO_LINKS,
+) -> Delayed:
+    """The one way a submit call becomes a message: check ``options``, build the envelope.
+
+    ``delay``, ``apply_async``, ``send_task``, signatures, canvas and ``send_many`` (and
+    the worker launching a chain's next step) all come through here.
+    """
+    opts = check_options(options, call)
+    countdown, eta = opts.pop("countdown", None), opts.pop("eta", None)
+    queue = opts.pop("queue", None) or default_queue
+    sub = Submission(
+        task=task, queue=queue, args=args or (), kwargs=kwargs or {}, links=links, **opts
+    )
+    return Delayed(build_message(sub), countdown, eta)
 
 
 def build_message(sub: Submission) -> TaskMessage:
-    """The envelope for ``sub``; raises ValueError/TypeError on bad input."""
+    """The envelope for ``sub`` (options already checked); raises on arguments JSON can't carry."""
     names.check_queue_name(sub.queue)
     task_id = check_task_id(sub.task_id) if sub.task_id is not None else new_task_id()
     check_arguments(sub.task, sub.args, sub.kwargs)
-    check_timing(sub.countdown, sub.eta)
     headers = dict(sub.headers or {})
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"headers must map strings to strings, got {key!r}: {value!r}")
     fields: dict[str, Any] = {"id": task_id, "task": sub.task, "queue": sub.queue}
     # Only what differs from the envelope's defaults: every field passed costs a
     # validation, and an omitted one takes the same default, so the bytes are the same.
@@ -154,17 +284,18 @@ def build_message(sub: Submission) -> TaskMessage:
         fields["kwargs"] = dict(sub.kwargs)
     if headers:
         fields["headers"] = headers
-    if sub.chain:
-        fields["chain"] = list(sub.chain)
+    links = sub.links
+    if links.chain:
+        fields["chain"] = list(links.chain)
     if sub.ignore_result is not False:
         fields["ignore_result"] = sub.ignore_result
     optional = {
         "expires": absolute_time(sub.expires, "expires"),
-        "parent_id": sub.parent_id,
-        "root_id": sub.root_id,
-        "group_id": sub.group_id,
-        "group_index": sub.group_index,
-        "chord": sub.chord,
+        "parent_id": links.parent_id,
+        "root_id": links.root_id,
+        "group_id": links.group_id,
+        "group_index": links.group_index,
+        "chord": links.chord,
         "max_retries": sub.max_retries,
         "time_limit": sub.time_limit,
         "soft_time_limit": sub.soft_time_limit,

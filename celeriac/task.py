@@ -12,16 +12,16 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, Unpack
+from typing import Any, NoReturn, TypedDict, Unpack
 
+from celeriac.async_result import AsyncResult
+from celeriac.canvas import Signature
+from celeriac.client import Client
 from celeriac.exceptions import Retry
+from celeriac.planning import Plan
 from celeriac.protocol.envelope import TaskMessage
+from celeriac.submitting import prepare
 from celeriac.syncbridge import refuse_inside_event_loop
-
-if TYPE_CHECKING:
-    from celeriac.app import Celeriac
-    from celeriac.async_result import AsyncResult
-    from celeriac.canvas import Signature
 
 
 class TaskOptions(TypedDict, total=False):
@@ -101,18 +101,29 @@ class BoundContext:
 
 
 class Task:
-    """A function registered with an app under a name, plus its execution options."""
+    """A function registered with an app under a name, plus its execution options.
+
+    ``app`` is the application that registered it (``self.app`` in bound tasks); the
+    task itself submits through the app's ``client`` only.
+    """
 
     def __init__(
-        self, app: Celeriac, fn: Callable[..., Any], *, name: str, **options: Unpack[TaskOptions]
+        self,
+        app: Any,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        client: Client,
+        **options: Unpack[TaskOptions],
     ) -> None:
         unknown = sorted(set(options) - TaskOptions.__optional_keys__)
         if unknown:
             raise TypeError(f"unknown task option(s): {', '.join(unknown)}")
         self.app = app
+        self.client = client
         self.fn = fn
         self.name = name
-        self.queue = options.get("queue") or app.default_queue
+        self.queue = options.get("queue") or client.default_queue
         self.max_retries = options.get("max_retries", 3)
         self.retry_backoff = options.get("retry_backoff", 1.0)
         self.retry_backoff_max = options.get("retry_backoff_max", 600.0)
@@ -159,10 +170,13 @@ class Task:
         """Send the task with delivery options.
 
         Options: ``countdown`` (seconds), ``eta`` (datetime), ``expires`` (datetime or
-        seconds), ``task_id``, ``queue``, ``headers`` (str -> str).
+        seconds), ``task_id``, ``queue``, ``headers`` (str -> str), ``ignore_result``,
+        ``max_retries``, ``time_limit``, ``soft_time_limit``.
         """
         refuse_inside_event_loop(f"{self.name}.apply_async()", f"{self.name}.aapply_async()")
-        return self.app.send_task(self.name, args, kwargs, **self._options(options))
+        plan, result = self._plan(args, kwargs, options, "apply_async")
+        self.client.submit(plan)
+        return result
 
     async def aapply_async(
         self,
@@ -171,12 +185,28 @@ class Task:
         **options: Any,
     ) -> AsyncResult:
         """Async twin of ``apply_async``."""
-        return await self.app.asend_task(self.name, args, kwargs, **self._options(options))
+        plan, result = self._plan(args, kwargs, options, "aapply_async")
+        await self.client.asubmit(plan)
+        return result
 
-    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
-        merged = {"queue": self.queue, "ignore_result": self.ignore_result}
-        merged.update({k: v for k, v in options.items() if v is not None})
-        return merged
+    def _plan(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+        call: str,
+    ) -> tuple[Plan, AsyncResult]:
+        item = prepare(
+            self.name, args, kwargs, self._options(options), call=call, default_queue=self.queue
+        )
+        return Plan(items=[item]), AsyncResult(item.message.id, self.client)
+
+    def _options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        # The task's own ignore_result unless the call says otherwise; False is the
+        # envelope's default and needs no entry.
+        if self.ignore_result and "ignore_result" not in options:
+            return {**options, "ignore_result": True}
+        return dict(options)
 
     # Canvas -------------------------------------------------------------------------------
 
@@ -197,13 +227,5 @@ class Task:
         **options: Any,
     ) -> Signature:
         """A signature with explicit args, kwargs and delivery options."""
-        from celeriac.canvas import Signature
-
-        return Signature(
-            self.app,
-            self.name,
-            args,
-            kwargs,
-            options=self._options(options),
-            immutable=immutable,
-        )
+        options = {"queue": self.queue, **self._options(options)}
+        return Signature(self.client, self.name, args, kwargs, options=options, immutable=immutable)

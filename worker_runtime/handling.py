@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from nats.errors import NoRespondersError
 from nats.js.errors import NoStreamResponseError
 
-from celeriac import canvas
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
 from celeriac.task import Request
 from celeriac.worker_runtime.backoff import GiveUp, RetryPolicy, plan_retry
+from celeriac.worker_runtime.continuation import Continuation
+from celeriac.worker_runtime.deadletters import publish_dead_letter
 from celeriac.worker_runtime.decoding import Rejection, decode_task
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, Pool
@@ -65,6 +66,10 @@ class Handler:
     worker_name: str
     revoked: RevokedMirror
     rng: random.Random = field(default_factory=random.Random)
+    continuation: Continuation = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.continuation = Continuation(self.broker)
 
     async def handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
         """Process one delivery; never raises except when cancelled.
@@ -219,7 +224,7 @@ class Handler:
         record = self._final(TaskState.REVOKED, error=reason)
         await self._store(message, record)
         # What depended on it (the rest of a chain, a chord) will not complete either.
-        await canvas.on_failure(self.broker, message, record)
+        await self.continuation.on_failure(message, record)
         self.metrics.of(delivery.queue, message.task).revoked.inc()
         await delivery.ack()
         return True
@@ -231,7 +236,7 @@ class Handler:
         record = self._final(TaskState.FAILURE, error=f"NotRegistered: {error}")
         record = record.model_copy(update={"exc_type": "NotRegistered"})
         await self._store(message, record)
-        await canvas.on_failure(self.broker, message, record)
+        await self.continuation.on_failure(message, record)
         await delivery.term()
 
     async def _succeeded(
@@ -241,7 +246,7 @@ class Handler:
         if document is not None:
             results = self.broker.results
             await _persist(lambda: results.put_raw(message.id, document), "result")
-        await canvas.on_success(self.broker, message, outcome.value)
+        await self.continuation.on_success(message, outcome.value)
         await delivery.ack()
         self.metrics.of(delivery.queue, message.task).succeeded.inc()
 
@@ -293,7 +298,7 @@ class Handler:
         await self._dead_letter(delivery, reason, error.error, error.traceback, message)
         if not quiet:
             await self._store(message, record)
-        await canvas.on_failure(self.broker, message, record)
+        await self.continuation.on_failure(message, record)
         await delivery.term()
         self.metrics.of(delivery.queue, message.task).failed.inc()
 
@@ -321,7 +326,7 @@ class Handler:
             original_headers={k: str(v) for k, v in (msg.headers or {}).items()},
         )
         try:
-            await _persist(lambda: self.broker.publish_dead_letter(letter), "dead letter")
+            await _persist(lambda: publish_dead_letter(self.broker, letter), "dead letter")
         except Exception as exc:
             raise DeadLetterError(f"dead letter not stored ({exc!r})") from exc
         self.metrics.of(delivery.queue, source.task or "-").dead_lettered.inc()

@@ -17,6 +17,7 @@ import pytest
 from celeriac.protocol.envelope import ChordRef, Signature, TaskMessage
 from celeriac.publishing import task_publication
 from celeriac.submitting import (
+    Links,
     Submission,
     _check_each,
     absolute_time,
@@ -47,12 +48,12 @@ def _plain(sub: Submission, task_id: str) -> TaskMessage:
         kwargs=dict(sub.kwargs),
         queue=sub.queue,
         expires=absolute_time(sub.expires, "expires"),
-        parent_id=sub.parent_id,
-        root_id=sub.root_id,
-        group_id=sub.group_id,
-        group_index=sub.group_index,
-        chord=sub.chord,
-        chain=list(sub.chain),
+        parent_id=sub.links.parent_id,
+        root_id=sub.links.root_id,
+        group_id=sub.links.group_id,
+        group_index=sub.links.group_index,
+        chord=sub.links.chord,
+        chain=list(sub.links.chain),
         headers=dict(sub.headers or {}),
         ignore_result=sub.ignore_result,
         max_retries=sub.max_retries,
@@ -71,12 +72,14 @@ _SUBMISSIONS = [
     Submission(
         task="m.add",
         queue="q1",
-        parent_id="p",
-        root_id="r",
-        group_id="g",
-        group_index=0,
-        chord=ChordRef(id="c", size=2, callback=_CALLBACK),
-        chain=[_CALLBACK],
+        links=Links(
+            parent_id="p",
+            root_id="r",
+            group_id="g",
+            group_index=0,
+            chord=ChordRef(id="c", size=2, callback=_CALLBACK),
+            chain=[_CALLBACK],
+        ),
     ),
     Submission(task="m.add", queue="q1", args=(1e16, -0.0, 2**70, True), ignore_result=False),
 ]

@@ -11,7 +11,7 @@ from celeriac.app import Celeriac, declare_queues_from_env
 from celeriac.protocol import names
 from celeriac.protocol.envelope import TaskMessage
 from celeriac.publishing import rfc3339, task_publication
-from celeriac.submitting import Submission, absolute_time, build_message
+from celeriac.submitting import Submission, absolute_time, build_message, prepare
 
 
 def _sub(**kw: object) -> Submission:
@@ -46,8 +46,9 @@ def test_build_message_defaults() -> None:
     ],
 )
 def test_bad_input_is_rejected_clearly(kw: dict[str, object], error: type, needle: str) -> None:
+    args, kwargs = kw.pop("args", (1, 2)), kw.pop("kwargs", {})
     with pytest.raises(error, match=needle):
-        build_message(_sub(**kw))
+        prepare("m.add", args, kwargs, kw, call="apply_async", default_queue="q1")  # type: ignore[arg-type]
 
 
 def test_expires_seconds_and_datetime() -> None:

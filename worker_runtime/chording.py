@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from pydantic import BaseModel, Field
 
-from celeriac.launching import signature_message
 from celeriac.protocol.envelope import ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
+from celeriac.worker_runtime.launching import signature_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,7 +79,9 @@ def _member_key(message: TaskMessage) -> str:
     return str(message.group_index) if message.group_index is not None else message.id
 
 
-async def chord_member_succeeded(broker: Broker, message: TaskMessage, result: Any) -> None:
+async def chord_member_succeeded(
+    broker: Broker, kv: KeyValue, message: TaskMessage, result: Any
+) -> None:
     """Record a member's result; publish the callback if this completes the chord."""
     assert message.chord is not None
     ref, key = message.chord, _member_key(message)
@@ -90,14 +92,15 @@ async def chord_member_succeeded(broker: Broker, message: TaskMessage, result: A
         progress.results[key] = result
         return True
 
-    kv = await broker.chords()
     progress = await _update(kv, ref.id, ref.size, add)
     if progress.complete and not progress.settled and progress.failed is None:
         await _publish_callback(broker, message, progress)
         await _update(kv, ref.id, ref.size, _settle)
 
 
-async def chord_member_failed(broker: Broker, message: TaskMessage, record: ResultRecord) -> None:
+async def chord_member_failed(
+    broker: Broker, kv: KeyValue, message: TaskMessage, record: ResultRecord
+) -> None:
     """Record a member's final failure; the callback will not run, the chord fails."""
     assert message.chord is not None
     ref = message.chord
@@ -109,7 +112,6 @@ async def chord_member_failed(broker: Broker, message: TaskMessage, record: Resu
         progress.failed, progress.failed_exc_type = reason, record.exc_type
         return True
 
-    kv = await broker.chords()
     progress = await _update(kv, ref.id, ref.size, fail)
     if progress.failed is not None and not progress.settled:
         failure = ResultRecord(
@@ -141,6 +143,6 @@ async def _publish_callback(broker: Broker, message: TaskMessage, progress: Chor
         ordered = list(progress.results.values())
     step = ref.callback
     args = list(step.args) if step.immutable else [ordered, *step.args]
-    callback, countdown = signature_message(step, task_id=ref.id, parent=message, args=args)
-    callback = callback.model_copy(update={"parent_id": message.group_id or message.id})
-    await broker.publish_task(callback, countdown=countdown)
+    launched = signature_message(step, task_id=ref.id, parent=message, args=args)
+    callback = launched.message.model_copy(update={"parent_id": message.group_id or message.id})
+    await broker.publish_task(callback, countdown=launched.countdown)

@@ -1,0 +1,111 @@
+"""The way to NATS that an app, its result handles and its signatures share.
+
+A ``Client`` holds the connection settings, one connected ``Broker`` per event loop,
+and the background loop that blocking calls run on (``SyncBridge``). It knows
+nothing of tasks: the app registers those, results and canvas only need a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from celeriac.broker import Broker
+from celeriac.planning import Plan, execute
+from celeriac.syncbridge import SyncBridge
+
+T = TypeVar("T")
+
+
+class Client:
+    """Connection settings, a broker per event loop, and the bridge for blocking calls."""
+
+    def __init__(
+        self,
+        name: str,
+        nats_url: str,
+        *,
+        credentials: str | None,
+        declare_queues: bool,
+        result_ttl: float,
+        default_queue: str,
+    ) -> None:
+        self.name = name
+        self.nats_url = nats_url
+        self.credentials = credentials
+        self.declare_queues = declare_queues
+        self.result_ttl = result_ttl
+        self.default_queue = default_queue
+        self._brokers: dict[asyncio.AbstractEventLoop, asyncio.Future[Broker]] = {}
+        self._lock = threading.Lock()
+        self._bridge = SyncBridge(name)
+
+    async def broker(self) -> Broker:
+        """The connected broker for the running event loop (one per loop, made on first use)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._brokers if lp.is_closed()]:
+                del self._brokers[old]  # a finished loop's connection died with it
+            future = self._brokers.get(loop)
+            if future is None:
+                future = loop.create_task(
+                    Broker.connect(
+                        self.nats_url,
+                        declare=self.declare_queues,
+                        result_ttl=self.result_ttl,
+                        credentials=self.credentials,
+                    )
+                )
+                self._brokers[loop] = future
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            with self._lock:
+                if self._brokers.get(loop) is future:
+                    del self._brokers[loop]
+            raise
+
+    def run_sync(
+        self,
+        factory: Callable[[], Coroutine[Any, Any, T]],
+        *,
+        call: str,
+        twin: str,
+        timeout: float | None = None,
+    ) -> T:
+        """Run a coroutine on the background loop from blocking code (see ``SyncBridge``)."""
+        return self._bridge.run(factory, call=call, twin=twin, timeout=timeout)
+
+    async def asubmit(self, plan: Plan) -> None:
+        """Publish ``plan`` on the running loop."""
+        await execute(await self.broker(), plan)
+
+    def submit(self, plan: Plan) -> None:
+        """Publish ``plan`` from blocking code."""
+        self.run_sync(lambda: self.asubmit(plan), call="submitting a task", twin="the a* twin")
+
+    async def aclose(self) -> None:
+        """Close this loop's broker, and the background loop used by blocking calls."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            future = self._brokers.pop(loop, None)
+        if future is not None and future.done() and not future.exception():
+            await future.result().close()
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Close the background loop's broker and stop it (blocking calls reopen it)."""
+        bridge_loop = self._bridge.loop
+        if bridge_loop is None:
+            return
+
+        async def shutdown() -> None:
+            with self._lock:
+                future = self._brokers.pop(bridge_loop, None)
+            if future is not None:
+                broker = await future
+                await broker.close()
+
+        self._bridge.close(shutdown)
