@@ -7,9 +7,8 @@ so the reference can never disagree with what the API server enforces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-
-from celeriac.operator import crdgen
 
 _CONSTRAINTS = (
     ("minimum", ">= {}"),
@@ -94,8 +93,8 @@ def _section(crd: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render() -> str:
-    """The whole reference page."""
+def render(crds: Sequence[dict[str, Any]]) -> str:
+    """The whole reference page for ``crds`` (the generated CustomResourceDefinitions)."""
     lines = [
         "# Custom resource reference",
         "",
@@ -105,6 +104,6 @@ def render() -> str:
         "(e.g. `30s`, `1h30m`, `7d`).",
         "",
     ]
-    for crd in (crdgen.taskqueue_crd(), crdgen.workerpool_crd()):
+    for crd in crds:
         lines += _section(crd)
     return "\n".join(lines).rstrip() + "\n"

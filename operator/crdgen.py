@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from celeriac.operator import crddocs
 from celeriac.protocol import resources as r
 
 # JSON-schema keys that mean the same in a Kubernetes structural schema.
@@ -229,26 +230,26 @@ def render(crd: dict[str, Any]) -> str:
     return _HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
 
 
+def all_crds() -> list[dict[str, Any]]:
+    """Every CustomResourceDefinition Celeriac installs."""
+    return [taskqueue_crd(), workerpool_crd()]
+
+
 def rendered_files() -> dict[str, str]:
     """File name -> content of every generated CRD file."""
-    crds = [taskqueue_crd(), workerpool_crd()]
-    return {f"{crd['metadata']['name']}.yaml": render(crd) for crd in crds}
+    return {f"{crd['metadata']['name']}.yaml": render(crd) for crd in all_crds()}
 
 
 def stale_files(directory: Path, docs: Path | None = None) -> list[str]:
     """Generated files (CRDs in ``directory``, and ``docs``) that are missing or out of date."""
-    from celeriac.operator import crddocs
-
     wanted = {directory / name: text for name, text in rendered_files().items()}
     if docs is not None:
-        wanted[docs] = crddocs.render()
+        wanted[docs] = crddocs.render(all_crds())
     return [str(p) for p, text in wanted.items() if not p.exists() or p.read_text() != text]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the CRDs to DIR (default ``crds``) and the reference; ``--check`` reports drift."""
-    from celeriac.operator import crddocs
-
     parser = argparse.ArgumentParser(prog="python -m celeriac.operator.crdgen")
     parser.add_argument("directory", nargs="?", default="crds", type=Path)
     parser.add_argument("--docs", type=Path, default=Path("docs/crd-reference.md"))
@@ -261,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if stale else 0
     ns.directory.mkdir(parents=True, exist_ok=True)
     outputs = {ns.directory / name: text for name, text in rendered_files().items()}
-    outputs[ns.docs] = crddocs.render()
+    outputs[ns.docs] = crddocs.render(all_crds())
     for path, text in outputs.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
