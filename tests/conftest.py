@@ -2,18 +2,22 @@
 
 Servers start lazily, once per session, on free loopback ports, and are stopped
 at the end; every process they spawn dies with the test run even if it is killed.
+``start_worker`` starts worker subprocesses of the app a directory's ``worker_app``
+fixture names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celeriac_devenv.cluster import KubeEnvironment, start_environment
+from celeriac_devenv.nats import NatsServer, remove_workdir, start_nats
 
-from celeriac.devenv.cluster import KubeEnvironment, start_environment
-from celeriac.devenv.nats import NatsServer, remove_workdir, start_nats
+from tests import support
+from tests.support import StartWorker, Worker, WorkerApp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +74,32 @@ def kube_client(kube_env: KubeEnvironment) -> Any:
     from kubernetes import config
 
     return config.new_client_from_config(config_file=str(kube_env.kubeconfig))
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, nats_url: str, worker_app: WorkerApp) -> Iterator[StartWorker]:
+    """Start workers running this directory's ``worker_app``; all are stopped afterwards.
+
+    Called as ``start_worker(queues, url=..., env=..., **options of support.start_worker)``.
+    """
+    started: list[Worker] = []
+
+    def start(
+        queues: str, *, url: str | None = None, env: Mapping[str, str] | None = None, **options: Any
+    ) -> Worker:
+        worker = support.start_worker(
+            queues,
+            nats_url=url or nats_url,
+            log_dir=tmp_path,
+            name=f"worker-{len(started) + 1}",
+            app=worker_app.module,
+            apps_dir=worker_app.apps_dir,
+            env={**worker_app.env, **(env or {})},
+            **options,
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.process.stop(grace=5)

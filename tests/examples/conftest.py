@@ -1,7 +1,8 @@
 """Fixtures for the example apps: their own nats-server and a real worker subprocess.
 
 The examples live in examples/apps (not a package); that folder goes on sys.path
-here and on the worker's PYTHONPATH, as a user running them from there would have it.
+for each test and is the worker's working directory, as a user running them from
+there would have it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celeriac_devenv.nats import NatsServer, remove_workdir, start_nats
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn
 
-from celeriac.devenv.nats import NatsServer, remove_workdir, start_nats
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
+from tests.support import wait_until
 
 APPS = Path(__file__).resolve().parents[2] / "examples" / "apps"
-sys.path.insert(0, str(APPS))
+
+
+@pytest.fixture(autouse=True)
+def examples_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shop.tasks``, ``flask_app`` and ``fastapi_app`` import from examples/apps."""
+    monkeypatch.syspath_prepend(APPS)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from celeriac.devenv.nats import NatsServer
+from celeriac_devenv.nats import NatsServer
 
 pytestmark = pytest.mark.integration
 

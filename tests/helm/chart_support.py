@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from celeriac.devenv.building import ensure_binaries
-from celeriac.devenv.chart import CHART_DIR, set_flags
+from celeriac_devenv.building import ensure_binaries
+from celeriac_devenv.chart import CHART_DIR, set_flags
 
 
 class StrictLoader(yaml.SafeLoader):

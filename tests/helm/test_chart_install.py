@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
-from chart_support import exists, manifest_objects
+from celeriac_devenv.chart import CHART_DIR, Release, install, uninstall
+from celeriac_devenv.cluster import KubeEnvironment
 
-from celeriac.devenv.chart import CHART_DIR, Release, install, uninstall
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import wait_until
+from tests.helm.chart_support import exists, manifest_objects
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import by_kind, helm, operator_deployment, render, render_error
+from celeriac_devenv.chart import CHART_DIR, set_flags
 
 import celeriac
-from celeriac.devenv.chart import CHART_DIR, set_flags
+from tests.helm.chart_support import by_kind, helm, operator_deployment, render, render_error
 
 NATS = {"nats": {"url": "nats://nats.nats.svc:4222"}}
 

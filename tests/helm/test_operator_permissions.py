@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import exists
-
-from celeriac.app import Celeriac
-from celeriac.devenv.chart import (
+from celeriac_devenv.chart import (
     REPO_ROOT,
     LocalOperator,
     Release,
@@ -28,8 +25,11 @@ from celeriac.devenv.chart import (
     start_operator,
     uninstall,
 )
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import wait_until
+from celeriac_devenv.cluster import KubeEnvironment
+
+from celeriac.app import Celeriac
+from tests.helm.chart_support import exists
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

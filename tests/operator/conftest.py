@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.processes import ManagedProcess, free_port, spawn
 
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import ManagedProcess, free_port, spawn, wait_until
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

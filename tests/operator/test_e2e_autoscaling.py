@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from celeriac_devenv.cluster import KubeEnvironment
 
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 
 def wait(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    """Poll the API server at most four times a second."""
     return wait_until(check, timeout=timeout, what=what, interval=0.25)
 
 

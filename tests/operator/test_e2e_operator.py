@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 import nats
 import pytest
 import yaml
+from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.processes import free_port, spawn
 from nats.js.errors import NotFoundError
 
-from celeriac.devenv.cluster import KubeEnvironment
-from celeriac.devenv.processes import free_port, spawn, wait_until
 from celeriac.protocol import names
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 
 def wait(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    """Poll the API server at most four times a second."""
     return wait_until(check, timeout=timeout, what=what, interval=0.25)
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from celeriac.devenv.cluster import KubeEnvironment
+from celeriac_devenv.cluster import KubeEnvironment
 
 pytestmark = pytest.mark.e2e
 

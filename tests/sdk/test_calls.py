@@ -127,7 +127,7 @@ def _put(app: Celeriac, task_id: str, record: ResultRecord) -> None:
     async def go() -> None:
         await (await app.broker()).results.put(task_id, record)
 
-    app.run_sync(go, call="test", twin="test")
+    app.client.run_sync(go, call="test", twin="test")
 
 
 def test_get_returns_when_the_result_arrives(app: Celeriac) -> None:
@@ -186,7 +186,7 @@ def test_revoke_is_stored_durably(app: Celeriac, nats_url: str) -> None:
         async def reason() -> str | None:
             return await (await other.broker()).revocations.reason(result.id)
 
-        assert other.run_sync(reason, call="t", twin="t") == "revoked"
+        assert other.client.run_sync(reason, call="t", twin="t") == "revoked"
     finally:
         other.close()
 
@@ -218,7 +218,7 @@ def test_queue_is_declared_with_defaults(app: Celeriac, queue: str) -> None:
             await js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME),
         )
 
-    work, dlq, consumer = app.run_sync(info, call="t", twin="t")
+    work, dlq, consumer = app.client.run_sync(info, call="t", twin="t")
     assert work.config.allow_msg_schedules
     assert dlq.config.subjects == [names.dead_letter_subject(queue)]
     assert consumer.config.filter_subject == names.task_subject(queue)
@@ -267,7 +267,9 @@ def test_send_many_blocking(app: Celeriac, queue: str) -> None:
     async def count() -> int:
         return await stored((await app.broker()).nc, queue)
 
-    assert app.run_sync(count, call="t", twin="t") == 51  # the delayed one waits as a schedule
+    assert (
+        app.client.run_sync(count, call="t", twin="t") == 51
+    )  # the delayed one waits as a schedule
 
 
 def test_task_error_names_the_exception_type_once() -> None:

@@ -1,7 +1,7 @@
 """Canvas submission shape, and the continuation calls a worker makes after each task.
 
 The worker is played by a raw pull consumer here: it takes messages off the queue and
-calls ``canvas.on_success`` / ``on_failure`` as the worker runtime does.
+calls the worker runtime's ``Continuation.on_success`` / ``on_failure`` as a worker does.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from celeriac import canvas
 from celeriac.app import Celeriac
 from celeriac.async_result import AsyncResult, GroupResult
 from celeriac.canvas import chain, chord, group
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
+from celeriac.worker_runtime.continuation import Continuation
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +54,16 @@ async def test_chain_shape_and_continuation(aapp: Celeriac, queue: str, raw_nc: 
     assert first.args == [1, 2] and len(first.chain) == 2
     assert first.root_id is None and result.parent.parent is not None
     assert first.id == result.parent.parent.id
-    broker = await aapp.broker()
+    after = Continuation(await aapp.broker())
 
-    await canvas.on_success(broker, first, 3)
-    await canvas.on_success(broker, first, 3)  # a redelivery publishes nothing new
+    await after.on_success(first, 3)
+    await after.on_success(first, 3)  # a redelivery publishes nothing new
     second = (await take(raw_nc, queue, 1))[0]
     assert second.args == [3, 10] and second.id == result.parent.id
     assert (second.parent_id, second.root_id) == (first.id, first.id)
     assert len(second.chain) == 1
 
-    await canvas.on_success(broker, second, 13)
+    await after.on_success(second, 13)
     third = (await take(raw_nc, queue, 1))[0]
     assert third.args == [100, 200] and third.id == result.id  # immutable: no parent result
     assert third.chain == [] and third.root_id == first.id
@@ -76,7 +76,7 @@ async def test_chain_failure_fails_the_rest(aapp: Celeriac, queue: str, raw_nc: 
     result = await chain(add.s(1, 2), add.s(3), add.s(4)).aapply_async()
     first = (await take(raw_nc, queue, 1))[0]
     record = ResultRecord(state=TaskState.FAILURE, error="ValueError: bad", exc_type="ValueError")
-    await canvas.on_failure(await aapp.broker(), first, record)
+    await Continuation(await aapp.broker()).on_failure(first, record)
     for handle in (result, result.parent):
         assert isinstance(handle, AsyncResult)
         assert await handle.astate() is TaskState.FAILURE
@@ -92,7 +92,7 @@ async def test_group_shape(aapp: Celeriac, queue: str, raw_nc: Client) -> None:
     assert [m.id for m in messages] == [r.id for r in result.results]
     assert {m.group_id for m in messages} == {result.id}
     assert [m.args for m in messages] == [[i, i] for i in range(5)]
-    restored = await GroupResult.arestore(result.id, aapp)
+    restored = await GroupResult.arestore(result.id, aapp.client)
     assert restored is not None and [r.id for r in restored.results] == [r.id for r in result]
     broker = await aapp.broker()
     for m in messages:
@@ -116,7 +116,7 @@ def test_group_result_blocking(app: Celeriac) -> None:
             result.results[1].id, ResultRecord(state=TaskState.SUCCESS, result=4)
         )
 
-    app.run_sync(finish, call="t", twin="t")
+    app.client.run_sync(finish, call="t", twin="t")
     assert result.ready() and result.completed_count() == 2 and result.successful()
     assert result.get(timeout=5) == [2, 4]
 
@@ -129,15 +129,15 @@ async def test_chord_callback_exactly_once(aapp: Celeriac, queue: str, raw_nc: C
     assert isinstance(result.parent, GroupResult)
     members = await take(raw_nc, queue, size)
     assert all(m.chord is not None and m.chord.id == result.id for m in members)
-    broker = await aapp.broker()
-    calls = [canvas.on_success(broker, m, sum(m.args)) for m in members]
-    calls += [canvas.on_success(broker, m, sum(m.args)) for m in members[:4]]  # redeliveries
+    after = Continuation(await aapp.broker())
+    calls = [after.on_success(m, sum(m.args)) for m in members]
+    calls += [after.on_success(m, sum(m.args)) for m in members[:4]]  # redeliveries
     await asyncio.gather(*calls)
     callback = (await take(raw_nc, queue, 1))[0]
     assert callback.id == result.id and callback.task == "cv.total"
     assert callback.args == [[2 * i for i in range(size)]]
     for m in members:  # a late redelivery after settling does nothing
-        await canvas.on_success(broker, m, sum(m.args))
+        await after.on_success(m, sum(m.args))
     info = await raw_nc.jetstream().stream_info(names.stream_name(queue))
     assert info.state.messages == 0
 
@@ -146,11 +146,11 @@ async def test_chord_member_failure(aapp: Celeriac, queue: str, raw_nc: Client) 
     add, total = tasks(aapp)
     result = await chord(group(add.s(1, 1), add.s(2, 2)), total.s()).aapply_async()
     first, second = sorted(await take(raw_nc, queue, 2), key=lambda m: m.group_index or 0)
-    broker = await aapp.broker()
-    await canvas.on_success(broker, first, 2)
+    after = Continuation(await aapp.broker())
+    await after.on_success(first, 2)
     record = ResultRecord(state=TaskState.FAILURE, error="KeyError: 'x'", exc_type="KeyError")
-    await canvas.on_failure(broker, second, record)
-    await canvas.on_failure(broker, second, record)
+    await after.on_failure(second, record)
+    await after.on_failure(second, record)
     stored = await result.arecord()
     assert stored is not None and stored.state is TaskState.FAILURE
     assert second.id in (stored.error or "") and stored.exc_type == "KeyError"

@@ -15,8 +15,8 @@ from celeriac.async_result import GroupResult
 from celeriac.canvas import Signature, chain, chord, group
 from celeriac.exceptions import TaskError, TaskRevokedError
 from celeriac.protocol.states import TaskState
+from tests.support import StartWorker
 
-from .conftest import StartWorker
 from .test_protocol_doc import doc_example
 
 pytestmark = pytest.mark.integration

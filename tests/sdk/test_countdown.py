@@ -12,8 +12,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from celeriac.app import Celeriac
 from celeriac.exceptions import ScheduleNotSupported
 from celeriac.protocol import jetstream, names
-
-from .conftest import await_for
+from tests.support import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ async def test_delayed_task_appears_when_due(
         await aapp.asend_task("t.x", (1,), countdown=delay)
     due = start + delay
     assert await pending(raw_nc, queue) == 0
-    await await_for(lambda: pending(raw_nc, queue), within=delay + 5, what="the due task")
+    await await_until(lambda: pending(raw_nc, queue), timeout=delay + 5, what="the due task")
     appeared = time.monotonic()
     assert appeared >= due - 0.1, "ran early"
     assert appeared <= due + 1.0, f"appeared {appeared - due:.2f} s after due"
@@ -57,7 +56,7 @@ async def test_countdown_on_a_stream_without_schedules(
         with pytest.raises(ScheduleNotSupported, match=r"2\.12"):
             await app.asend_task("t.x", countdown=1)
         await app.asend_task("t.x")  # immediate tasks still work
-        await await_for(lambda: pending(raw_nc, queue), within=5, what="the immediate task")
+        await await_until(lambda: pending(raw_nc, queue), timeout=5, what="the immediate task")
     finally:
         await app.aclose()
 
@@ -65,6 +64,6 @@ async def test_countdown_on_a_stream_without_schedules(
 async def test_delayed_task_dedup(aapp: Celeriac, queue: str, raw_nc: Client) -> None:
     await aapp.asend_task("t.x", task_id="delayed-once", countdown=0.5)
     await aapp.asend_task("t.x", task_id="delayed-once", countdown=0.5)
-    await await_for(lambda: pending(raw_nc, queue), within=5, what="the due task")
+    await await_until(lambda: pending(raw_nc, queue), timeout=5, what="the due task")
     info = await raw_nc.jetstream().stream_info(names.stream_name(queue))
     assert info.state.messages == 1

@@ -6,29 +6,22 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from celeriac_devenv.nats import NatsServer
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
 
-from celeriac.devenv.nats import NatsServer
 from celeriac.pubacks import PubAcks
+from tests.support import await_until
 
 pytestmark = pytest.mark.integration
 
 _SWEEPER = "celeriac-puback-sweeper"
-
-
-async def _until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _sweepers() -> list[asyncio.Task[object]]:
@@ -185,7 +178,7 @@ async def test_sweeper_ends_when_nothing_waits(nc: Client, stream: str) -> None:
         async def no_sweeper() -> bool:
             return not _sweepers()
 
-        await _until(no_sweeper, within=5, what="the sweeper to end")
+        await await_until(no_sweeper, timeout=5, what="the sweeper to end")
         await acks.publish(f"{stream}.s", b"y")  # restarts it as needed
     finally:
         await acks.close()
@@ -201,7 +194,7 @@ async def test_close_with_a_publish_in_flight_does_not_strand_it(
     async def waiting() -> bool:
         return bool(acks._waiting)
 
-    await _until(waiting, within=5, what="the publish to wait for its ack")
+    await await_until(waiting, timeout=5, what="the publish to wait for its ack")
     await acks.close()
     # It fails (as a timeout) instead of waiting forever for a reply nobody reads.
     done, _ = await asyncio.wait({pending}, timeout=5)

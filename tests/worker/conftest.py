@@ -2,65 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import pytest
 
 from celeriac.app import Celeriac
 from celeriac.broker import Broker
-from celeriac.devenv.processes import free_port, spawn
-
-APPS = Path(__file__).parent / "apps"
-# The helpers module next to this file is imported by the tests by name.
-sys.path.insert(0, str(Path(__file__).parent))
-
-from worker_support import WorkerProc  # noqa: E402
-
-T = TypeVar("T")
-
-
-StartWorker = Callable[..., WorkerProc]
+from tests.support import WORKER_APPS, WorkerApp
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, nats_url: str) -> Iterator[StartWorker]:
-    """Start workers (``python -m celeriac.worker_runtime``); all are stopped afterwards."""
-    started: list[WorkerProc] = []
-
-    def start(
-        queues: str,
-        *,
-        pool: str = "asyncio",
-        concurrency: int = 4,
-        extra: tuple[str, ...] = (),
-        url: str | None = None,
-        env: dict[str, str] | None = None,
-        wait: bool = True,
-    ) -> WorkerProc:
-        port = free_port()
-        argv = [
-            sys.executable, "-m", "celeriac.worker_runtime", "-A", "wtasks", "-Q", queues,
-            "-c", str(concurrency), "--pool", pool, "--health-port", str(port), *extra,
-        ]  # fmt: skip
-        environ = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")]),
-            "CELERIAC_NATS_URL": url or nats_url,
-            **(env or {}),
-        }
-        name = f"worker-{len(started) + 1}"
-        proc = WorkerProc(spawn(name, argv, log_dir=tmp_path, env=environ), port)
-        started.append(proc)
-        return proc.wait_ready() if wait else proc
-
-    yield start
-    for proc in started:
-        proc.process.stop(grace=5)
+def worker_app() -> WorkerApp:
+    """Workers of these tests run ``wtasks`` from the apps folder next to this file."""
+    return WorkerApp("wtasks", WORKER_APPS)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from worker_support import eventually, wait_dead_letters
 
 from celeriac.app import Celeriac
 from celeriac.broker import Broker
@@ -15,6 +14,7 @@ from celeriac.exceptions import TaskError
 from celeriac.protocol import names
 from celeriac.protocol.envelope import DeadLetterReason, TaskMessage
 from celeriac.protocol.states import TaskState
+from tests.support import await_until, wait_dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ async def test_expired_task_is_revoked(start_worker, client: Celeriac, queue: st
     past = datetime.now(UTC) - timedelta(seconds=1)
     result = await client.asend_task("w.add", [1, 2], queue=queue, expires=past)
     start_worker(queue)
-    record = await eventually(result.arecord, within=15, what="a result record")
+    record = await await_until(result.arecord, timeout=15, what="a result record")
     assert record.state is TaskState.REVOKED
     assert record.error and record.error.startswith("expired at")
 
@@ -126,4 +126,4 @@ async def _work_stream_empty(broker: Broker, queue: str) -> None:
         info = await broker.js.stream_info(names.stream_name(queue))
         return info.state.messages == 0
 
-    await eventually(empty, within=10, what="the work stream to be empty")
+    await await_until(empty, timeout=10, what="the work stream to be empty")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-from collections.abc import Callable
 
 from celeriac.worker_runtime.heartbeats import Heartbeats
+from tests.support import await_until
 
 
 class FakeHeld:
@@ -24,14 +23,6 @@ class FakeHeld:
         self.beats.append(asyncio.get_running_loop().time())
 
 
-async def until(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def gaps(beats: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(beats)]
 
@@ -43,7 +34,7 @@ async def test_beats_come_every_interval_never_early() -> None:
     beats.start()
     try:
         one = held["a"]
-        await until(lambda: len(one.beats) >= 5, within=5, what="five beats")
+        await await_until(lambda: len(one.beats) >= 5, timeout=5, what="five beats")
         assert one.beats[0] - one.held_since >= 0.05 - 0.005  # none before one interval
         assert all(gap >= 0.05 - 0.005 for gap in gaps(one.beats))
     finally:
@@ -56,13 +47,15 @@ async def test_settled_or_gone_messages_get_no_more_beats() -> None:
     beats.note_interval(0.05)
     beats.start()
     try:
-        await until(lambda: all(h.beats for h in held.values()), within=5, what="beats of all")
+        await await_until(
+            lambda: all(h.beats for h in held.values()), timeout=5, what="beats of all"
+        )
         settled, gone = held["settled"], held.pop("gone")
         settled.settled = True
         counts = len(settled.beats), len(gone.beats)
         kept = held["kept"]
         kept_at = len(kept.beats)
-        await until(lambda: len(kept.beats) >= kept_at + 4, within=5, what="more beats")
+        await await_until(lambda: len(kept.beats) >= kept_at + 4, timeout=5, what="more beats")
         assert (len(settled.beats), len(gone.beats)) == counts
     finally:
         await beats.stop()
@@ -77,7 +70,7 @@ async def test_the_tick_follows_the_shortest_interval() -> None:
     beats.start()
     try:
         slow, fast = held["slow"], held["fast"]
-        await until(lambda: len(slow.beats) >= 3, within=10, what="three slow beats")
+        await await_until(lambda: len(slow.beats) >= 3, timeout=10, what="three slow beats")
         assert len(fast.beats) >= 2 * len(slow.beats)  # about four per slow one
         assert all(gap >= 0.2 - 0.01 for gap in gaps(slow.beats))
     finally:
@@ -91,7 +84,7 @@ async def test_stop_cancels_cleanly_and_twice() -> None:
     beats.note_interval(0.05)
     beats.start()
     beats.start()  # a second start keeps the one loop
-    await until(lambda: len(held["a"].beats) >= 1, within=5, what="a beat")
+    await await_until(lambda: len(held["a"].beats) >= 1, timeout=5, what="a beat")
     async with asyncio.timeout(5):
         await beats.stop()
     count = len(held["a"].beats)
@@ -112,7 +105,7 @@ async def test_slow_beat_delays_others_but_does_not_stall_them() -> None:
     beats.note_interval(0.05)
     beats.start()
     try:
-        await until(lambda: len(held["quick"].beats) >= 3, within=10, what="quick beats")
+        await await_until(lambda: len(held["quick"].beats) >= 3, timeout=10, what="quick beats")
         assert held["slow"].beats
     finally:
         await beats.stop()

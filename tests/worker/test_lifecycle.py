@@ -7,7 +7,6 @@ import signal
 
 import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
-from worker_support import eventually
 
 from celeriac.app import Celeriac
 from celeriac.broker import Broker
@@ -15,6 +14,7 @@ from celeriac.exceptions import TaskError
 from celeriac.protocol import jetstream, names
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
+from tests.support import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ async def _state(client: Celeriac, task_id: str, state: TaskState) -> ResultReco
         record = await client.AsyncResult(task_id).arecord()
         return record if record is not None and record.state is state else None
 
-    return await eventually(reached, within=20, what=f"{task_id} to be {state}")
+    return await await_until(reached, timeout=20, what=f"{task_id} to be {state}")
 
 
 async def test_killed_worker_task_completes_elsewhere(
@@ -71,9 +71,9 @@ async def test_sigterm_lets_the_running_task_finish(
     result = await client.asend_task("w.asleep", [2.0], queue=queue)
     await _state(client, result.id, TaskState.STARTED)
     worker.signal(signal.SIGTERM)
-    await eventually(
-        lambda: _async(worker.get("/readyz")[0] == 503 or not worker.process.alive()),
-        within=5,
+    await await_until(
+        lambda: worker.get("/readyz")[0] == 503 or not worker.process.alive(),
+        timeout=5,
         what="readiness to drop",
     )
     assert worker.wait_exit(20) == 0
@@ -99,7 +99,7 @@ async def test_second_signal_exits_at_once(start_worker, client: Celeriac, queue
     result = await client.asend_task("w.asleep", [60.0], queue=queue)
     await _state(client, result.id, TaskState.STARTED)
     worker.signal(signal.SIGINT)
-    await eventually(lambda: _async(worker.get("/readyz")[0] == 503), within=5, what="draining")
+    await await_until(lambda: worker.get("/readyz")[0] == 503, timeout=5, what="draining")
     worker.signal(signal.SIGINT)
     assert worker.wait_exit(10) == 1
     assert "NAKing" in worker.log()
@@ -110,7 +110,7 @@ async def test_second_signal_exits_at_once(start_worker, client: Celeriac, queue
         record = await result.arecord()
         return record is not None and record.state is TaskState.STARTED and record.retries == 1
 
-    await eventually(restarted, within=10, what="the task to be redelivered")
+    await await_until(restarted, timeout=10, what="the task to be redelivered")
 
 
 async def test_health_and_metrics(start_worker, client: Celeriac, queue: str) -> None:
@@ -131,7 +131,7 @@ async def test_health_and_metrics(start_worker, client: Celeriac, queue: str) ->
         assert status == 200
         return text if f"celeriac_worker_tasks_failed_total{{{failed}}} 1.0" in text else None
 
-    metrics = await eventually(settled, within=5, what="the failure to be counted")
+    metrics = await await_until(settled, timeout=5, what="the failure to be counted")
     assert f"celeriac_worker_tasks_received_total{{{labels}}} 3.0" in metrics
     assert f"celeriac_worker_tasks_succeeded_total{{{labels}}} 3.0" in metrics
     assert f"celeriac_worker_tasks_dead_lettered_total{{{failed}}} 1.0" in metrics
@@ -143,8 +143,8 @@ async def test_not_ready_until_the_operator_creates_the_queue(
     start_worker, client: Celeriac, queue: str
 ) -> None:
     worker = start_worker(queue, env={"CELERIAC_DECLARE_QUEUES": "0"}, wait=False)
-    await eventually(
-        lambda: _async("does not exist" in worker.log()), within=20, what="the missing-queue log"
+    await await_until(
+        lambda: "does not exist" in worker.log(), timeout=20, what="the missing-queue log"
     )
     status, body = worker.get("/readyz")
     assert status == 503 and queue in body
@@ -155,16 +155,10 @@ async def test_not_ready_until_the_operator_creates_the_queue(
     assert await result.aget(timeout=15) == 42
 
 
-async def _async(value: bool) -> bool:
-    return value
-
-
 async def test_waits_for_nats_and_stops_cleanly_meanwhile(start_worker, queue: str) -> None:
     # Nothing listens on port 1: the worker keeps trying, alive but not ready.
     worker = start_worker(queue, url="nats://127.0.0.1:1", wait=False)
-    await eventually(
-        lambda: _async(worker.get("/readyz")[0] == 503), within=20, what="the health server"
-    )
+    await await_until(lambda: worker.get("/readyz")[0] == 503, timeout=20, what="the health server")
     assert worker.get("/healthz")[0] == 200
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit(10) == 0

@@ -8,11 +8,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from worker_support import eventually
+from celeriac_devenv.nats import NatsServer
 
 from celeriac.broker import Broker
-from celeriac.devenv.nats import NatsServer
 from celeriac.worker_runtime.revoked import RevokedMirror
+from tests.support import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ async def test_revoked_after_start_is_seen_from_memory(
     async def seen() -> bool:
         return await mirror.reason(task_id) == "too late" and mirror.current
 
-    await eventually(seen, within=5, what="the revocation in the mirror")
+    await await_until(seen, timeout=5, what="the revocation in the mirror")
     assert mirror.current
 
 
@@ -89,7 +89,7 @@ async def test_deleted_and_purged_keys_disappear(broker: Broker, mirror: Revoked
     async def both() -> bool:
         return await mirror.reason(after) == "y" and await mirror.reason(before) == "x"
 
-    await eventually(both, within=5, what="both revocations")
+    await await_until(both, timeout=5, what="both revocations")
     kv = await broker.revocations.kv()
     await kv.delete(before)
     await kv.purge(after)
@@ -97,7 +97,7 @@ async def test_deleted_and_purged_keys_disappear(broker: Broker, mirror: Revoked
     async def gone() -> bool:
         return await mirror.reason(before) is None and await mirror.reason(after) is None
 
-    await eventually(gone, within=5, what="the deleted and purged ids to disappear")
+    await await_until(gone, timeout=5, what="the deleted and purged ids to disappear")
     assert mirror.current
 
 
@@ -128,11 +128,11 @@ async def test_restart_makes_it_stale_until_a_lookup_reloads(
     async def reconnected() -> bool:
         return broker.nc.is_connected and broker.nc.stats["reconnects"] > reconnects
 
-    await eventually(reconnected, within=20, what="the client to reconnect")
+    await await_until(reconnected, timeout=20, what="the client to reconnect")
     assert not mirror.current  # writes may have been missed while disconnected
     # Meanwhile lookups still answer, through the server.
     fresh = new_id()
-    assert await eventually(lambda: mirror.reason(old), within=15, what="old") == "old"
+    assert await await_until(lambda: mirror.reason(old), timeout=15, what="old") == "old"
     assert await mirror.reason(fresh) is None
     # A revocation written right after the restart is seen.
     await broker.revocations.revoke(fresh, "new")
@@ -140,14 +140,14 @@ async def test_restart_makes_it_stale_until_a_lookup_reloads(
     async def fresh_seen() -> bool:
         return await mirror.reason(fresh) == "new"
 
-    await eventually(fresh_seen, within=10, what="the revocation made after the restart")
+    await await_until(fresh_seen, timeout=10, what="the revocation made after the restart")
 
     # The lookups triggered a reload: the copy becomes current again.
     async def current_again() -> bool:
         await mirror.reason(new_id())
         return mirror.current
 
-    await eventually(current_again, within=15, what="the mirror to be current again")
+    await await_until(current_again, timeout=15, what="the mirror to be current again")
     assert await mirror.reason(old) == "old"
     assert await mirror.reason(fresh) == "new"
 
@@ -169,7 +169,7 @@ async def test_stop_is_prompt_after_the_server_stopped(
     async def disconnected() -> bool:
         return not broker.nc.is_connected
 
-    await eventually(disconnected, within=10, what="the client to notice")
+    await await_until(disconnected, timeout=10, what="the client to notice")
     async with asyncio.timeout(5):
         await mirror.stop()
     assert not mirror.current
@@ -185,7 +185,7 @@ async def test_stop_is_prompt_while_a_reload_waits_on_a_dead_server(
     async def reconnected() -> bool:
         return broker.nc.is_connected and broker.nc.stats["reconnects"] > reconnects
 
-    await eventually(reconnected, within=20, what="the client to reconnect")
+    await await_until(reconnected, timeout=20, what="the client to reconnect")
     private_nats.stop()
 
     # Lookups now start a reload that cannot finish; stop must not wait for it.
@@ -196,7 +196,7 @@ async def test_stop_is_prompt_while_a_reload_waits_on_a_dead_server(
         loading = mirror._loading
         return loading is not None and not loading.done()
 
-    await eventually(reloading, within=10, what="a reload to be under way")
+    await await_until(reloading, timeout=10, what="a reload to be under way")
     async with asyncio.timeout(5):
         await mirror.stop()
     assert mirror._loading is not None and mirror._loading.done()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import pytest
-from worker_support import WorkerProc, eventually
 
 from celeriac.app import Celeriac
 from celeriac.broker import Broker
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
+from tests.support import Worker, await_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +46,7 @@ async def test_non_json_result_fails_clearly(start_worker, client: Celeriac, que
 
 
 async def test_logs_name_the_task_id(start_worker, client: Celeriac, queue: str) -> None:
-    worker: WorkerProc = start_worker(queue)
+    worker: Worker = start_worker(queue)
     result = await client.asend_task("w.add", [1, 1], queue=queue)
     await result.aget(timeout=15)
     lines = [line for line in worker.log().splitlines() if "succeeded" in line]
@@ -61,13 +59,14 @@ async def test_never_holds_more_than_free_slots(
     start_worker(queue, concurrency=2)
     results = [await client.asend_task("w.asleep", [0.5], queue=queue) for _ in range(8)]
     peak = 0
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    async def drained() -> bool:
+        nonlocal peak
         info = await broker.js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME)
         peak = max(peak, info.num_ack_pending)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            break
-        await asyncio.sleep(0.05)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await await_until(drained, timeout=20, what="the queue to drain", interval=0.05)
     assert 1 <= peak <= 2
     for result in results:
         assert await result.aget(timeout=15) == 0.5
@@ -97,5 +96,5 @@ async def test_hand_written_json_message(start_worker, broker: Broker, queue: st
         record = await broker.results.get("hand-written-1")
         return record if record is not None and record.state.ready else None
 
-    record = await eventually(stored, within=15, what="the result")
+    record = await await_until(stored, timeout=15, what="the result")
     assert record.state is TaskState.SUCCESS and record.result == 42

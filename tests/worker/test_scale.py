@@ -8,13 +8,13 @@ import time
 import uuid
 
 import pytest
+from celeriac_devenv.nats import NatsServer
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
-from worker_support import eventually
 
 from celeriac.app import Celeriac
 from celeriac.broker import Broker
-from celeriac.devenv.nats import NatsServer
 from celeriac.protocol import names
+from tests.support import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ async def test_nats_restart_mid_run_loses_nothing(
             for i in range(100)
         ]
         # Restart while the first batch is being worked on.
-        await eventually(first[10].arecord, within=15, what="the first batch to start")
+        await await_until(first[10].arecord, timeout=15, what="the first batch to start")
         await asyncio.to_thread(private_nats.restart)
         second = [
             await app.asend_task("w.add", [i, 1], queue=queue, task_id=f"b-{i}") for i in range(100)
@@ -82,7 +82,7 @@ async def test_ten_thousand_tasks_two_workers(
                 info.num_pending == 0 and info.num_ack_pending == 0 and done.state.messages >= total
             )
 
-        await eventually(drained, within=120, what="all tasks to be done", interval=0.5)
+        await await_until(drained, timeout=120, what="all tasks to be done", interval=0.5)
         elapsed = time.monotonic() - started
         ids = await _read_all(broker, done_stream, f"wdone.{run}")
         counts = collections.Counter(ids)

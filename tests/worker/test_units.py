@@ -71,7 +71,7 @@ def test_max_tasks_per_child_needs_processes() -> None:
 
 
 @pytest.fixture
-def app_modules(tmp_path: Path) -> Iterator[Path]:
+def app_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder of app modules on sys.path, removed afterwards."""
     sources = {
         "one_app": """
@@ -90,9 +90,8 @@ def app_modules(tmp_path: Path) -> Iterator[Path]:
     }
     for name, text in sources.items():
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
-    sys.path.insert(0, str(tmp_path))
+    monkeypatch.syspath_prepend(tmp_path)
     yield tmp_path
-    sys.path.remove(str(tmp_path))
     for name in sources:
         sys.modules.pop(name, None)
 
