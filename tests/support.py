@@ -135,7 +135,7 @@ async def await_until(
 
 @dataclass
 class Worker:
-    """A worker subprocess (``python -m celeriac.worker_runtime``) and its health port."""
+    """A worker subprocess (``celeriac worker``) and its health port."""
 
     process: ManagedProcess
     health_port: int
@@ -202,16 +202,17 @@ def start_worker(
     concurrency: int = 4,
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
     wait: bool = True,
 ) -> Worker:
-    """Start ``python -m celeriac.worker_runtime -A <app> -Q <queues>`` on a free health port.
+    """Start ``celeriac worker -A <app> -Q <queues>`` on a free health port.
 
     ``apps_dir`` goes first on the worker's PYTHONPATH. With ``wait`` it returns once
     the worker is ready, and stops it if it never gets there.
     """
     port = free_port()
     argv = [
-        sys.executable, "-m", "celeriac.worker_runtime", "-A", app, "-Q", queues,
+        sys.executable, "-m", "celeriac", "worker", "-A", app, "-Q", queues,
         "-c", str(concurrency), "--pool", pool, "--health-port", str(port), *extra,
     ]  # fmt: skip
     environ = {
@@ -220,7 +221,7 @@ def start_worker(
         "CELERIAC_NATS_URL": nats_url,
         **(env or {}),
     }
-    worker = Worker(spawn(name, argv, log_dir=log_dir, env=environ), port)
+    worker = Worker(spawn(name, argv, log_dir=log_dir, env=environ, cwd=cwd), port)
     if wait:
         try:
             worker.wait_ready()
