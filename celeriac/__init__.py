@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from celeriac.async_result import AsyncResult, GroupResult
     from celeriac.canvas import Signature, chain, chord, group
     from celeriac.exceptions import (
+        BatchPublishError,
         CeleriacError,
+        PublishError,
         Retry,
         SoftTimeLimitExceeded,
         TaskError,
@@ -33,7 +35,9 @@ _EXPORTS = {
     "chain": "celeriac.canvas",
     "chord": "celeriac.canvas",
     "group": "celeriac.canvas",
+    "BatchPublishError": "celeriac.exceptions",
     "CeleriacError": "celeriac.exceptions",
+    "PublishError": "celeriac.exceptions",
     "Retry": "celeriac.exceptions",
     "SoftTimeLimitExceeded": "celeriac.exceptions",
     "TaskError": "celeriac.exceptions",
@@ -44,9 +48,11 @@ _EXPORTS = {
 
 __all__ = [
     "AsyncResult",
+    "BatchPublishError",
     "Celeriac",
     "CeleriacError",
     "GroupResult",
+    "PublishError",
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",

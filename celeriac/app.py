@@ -8,12 +8,13 @@ uses the ``a``-prefixed twins on its own loop.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Unpack, overload
 
 from celeriac import async_result
-from celeriac.broker import Broker
+from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
 from celeriac.canvas import Canvas, Signature
 from celeriac.client import Client
 from celeriac.planning import Plan
@@ -25,6 +26,7 @@ from celeriac.task import Task, TaskOptions
 ENV_NATS_URL = "CELERIAC_NATS_URL"
 ENV_NATS_CREDS = "CELERIAC_NATS_CREDS"
 ENV_DECLARE_QUEUES = "CELERIAC_DECLARE_QUEUES"
+ENV_CONNECT_TIMEOUT = "CELERIAC_CONNECT_TIMEOUT"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
@@ -33,6 +35,28 @@ def declare_queues_from_env(value: str | None) -> bool:
     if value is None or not value.strip():
         return True
     return value.strip().lower() not in {"0", "false", "no", "off"}
+
+
+def connect_timeout_from(value: float | None, env: str | None) -> float:
+    """The connect timeout: ``value``, else ``CELERIAC_CONNECT_TIMEOUT``, else the default.
+
+    Raises ``ValueError`` unless it is a number of seconds above 0.
+    """
+    if value is None:
+        if env is None or not env.strip():
+            return DEFAULT_CONNECT_TIMEOUT
+        try:
+            seconds = float(env)
+        except ValueError:
+            raise ValueError(
+                f"{ENV_CONNECT_TIMEOUT} must be a number of seconds, not {env!r}"
+            ) from None
+        where = ENV_CONNECT_TIMEOUT
+    else:
+        seconds, where = value, "connect_timeout"
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"{where} must be a number of seconds above 0, not {seconds}")
+    return seconds
 
 
 class Celeriac:
@@ -47,6 +71,7 @@ class Celeriac:
         result_ttl: float = jetstream.RESULT_TTL_SECONDS,
         declare_queues: bool | None = None,
         nats_credentials: str | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         if result_ttl < 0:
             raise ValueError(f"result_ttl must be >= 0 seconds (0 keeps results), not {result_ttl}")
@@ -63,6 +88,9 @@ class Celeriac:
             ),
             result_ttl=result_ttl,
             default_queue=names.check_queue_name(default_queue),
+            connect_timeout=connect_timeout_from(
+                connect_timeout, os.environ.get(ENV_CONNECT_TIMEOUT)
+            ),
         )
         self.tasks: dict[str, Task] = {}
 
@@ -84,6 +112,12 @@ class Celeriac:
     def nats_credentials(self) -> str | None:
         """The NATS .creds file this app authenticates with, if any."""
         return self.client.credentials
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds the first connect to NATS may take before a call fails (later
+        outages are waited out by reconnecting)."""
+        return self.client.connect_timeout
 
     @property
     def default_queue(self) -> str:

@@ -2,21 +2,33 @@
 
 One ``Broker`` per event loop: it owns a NATS connection, declares queues on first
 use, publishes task envelopes (now, or as JetStream message schedules when delayed),
-and opens the results and revocation buckets.
+and opens the results and revocation buckets. The first connect gives up after
+``connect_timeout``; once connected, the connection reconnects for as long as it
+takes, and ``Connection`` follows (and logs, once per outage) its state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.errors import StaleConnectionError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from celeriac.declaring import Declarer, QueueInfo
-from celeriac.exceptions import CeleriacError, ScheduleNotSupported
+from celeriac.exceptions import (
+    BatchPublishError,
+    CeleriacError,
+    PublishError,
+    ScheduleNotSupported,
+)
 from celeriac.pipelining import publish_pipelined
 from celeriac.protocol import names
 from celeriac.protocol.envelope import TaskMessage
@@ -26,21 +38,106 @@ from celeriac.results import ResultStore
 from celeriac.revocation import RevocationStore
 from celeriac.submitting import Delayed, due_time
 
+# BatchPublishError and PublishError live in celeriac.exceptions; also importable here.
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "PUBLISH_TIMEOUT",
+    "BatchPublishError",
+    "Broker",
+    "Connection",
+    "PublishError",
+    "describe",
+    "display_url",
+]
+
+log = logging.getLogger(__name__)
+
 # JetStream error codes for "message schedules is disabled" / "pattern is invalid".
 _SCHEDULES_DISABLED = 10188
 PUBLISH_TIMEOUT = 10.0
+# Seconds the first connect may take; a web request should fail, not hang, without NATS.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+_WINDOW = "within the stream's duplicate window (2 minutes by default)"
+_RESUBMIT = (
+    f"Sending it again with the same task_id is safe: JetStream drops a repeated id {_WINDOW}."
+)
+_RESUBMIT_MANY = (
+    f"Sending them again with the same task ids is safe: JetStream drops a repeated id {_WINDOW}."
+)
 
 
-class BatchPublishError(CeleriacError):
-    """Some messages of a batch were not acknowledged; the others were enqueued."""
+def display_url(url: str) -> str:
+    """``url`` with any password replaced, for logs and error messages."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
-    def __init__(self, failed: dict[str, BaseException]) -> None:
-        self.failed = failed
-        first = next(iter(failed.items()))
-        super().__init__(
-            f"{len(failed)} task(s) were not enqueued (e.g. {first[0]}: {first[1]!r}); "
-            "resubmitting the same ids is safe, duplicates are dropped by the server"
-        )
+
+class Connection:
+    """The state of one NATS connection, fed by nats-py's callbacks.
+
+    Logs one WARNING when the connection drops and one INFO when it is back, instead
+    of nats-py's ERROR with a traceback per reconnect attempt.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = display_url(url)
+        self.last_error: BaseException | None = None
+        self.closing = False
+        self._up = asyncio.Event()
+        self._lost_at: float | None = None
+        self._on_disconnect: list[Callable[[], None]] = []
+
+    @property
+    def connected(self) -> bool:
+        """True while connected (no outage under way)."""
+        return self._up.is_set()
+
+    async def wait_connected(self) -> None:
+        """Return once connected, or once the connection is closed for good."""
+        await self._up.wait()
+
+    def on_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the connection drops; returns the remover."""
+        self._on_disconnect.append(callback)
+        return lambda: self._on_disconnect.remove(callback)
+
+    def opened(self) -> None:
+        """The first connect succeeded."""
+        self._up.set()
+
+    async def error_cb(self, exc: Exception) -> None:
+        """nats-py's error callback: attempts failing during an outage are expected."""
+        self.last_error = exc
+        # A lost connection is reported once, by disconnected_cb; other errors (a slow
+        # consumer, a permission violation) while connected are worth a warning.
+        lost = isinstance(exc, (OSError, TimeoutError, StaleConnectionError))
+        if self.connected and not self.closing and not lost:
+            log.warning("NATS at %s: %s", self.url, describe(exc))
+        else:
+            log.debug("NATS at %s: %r", self.url, exc)
+
+    async def disconnected_cb(self) -> None:
+        """nats-py's disconnected callback (also called when the connection closes)."""
+        self._up.clear()
+        for callback in list(self._on_disconnect):
+            callback()
+        if self.closing or self._lost_at is not None:
+            return
+        self._lost_at = asyncio.get_running_loop().time()
+        log.warning("disconnected from NATS at %s; reconnecting", self.url)
+
+    async def reconnected_cb(self) -> None:
+        """nats-py's reconnected callback."""
+        self._up.set()
+        if self._lost_at is not None:
+            lost = asyncio.get_running_loop().time() - self._lost_at
+            self._lost_at = None
+            log.info("reconnected to NATS at %s after %.1f s", self.url, lost)
+
+    async def closed_cb(self) -> None:
+        """nats-py's closed callback: wake the waiters, whose next call fails clearly."""
+        if not self.closing:
+            log.warning("the connection to NATS at %s is closed", self.url)
+        self._up.set()
 
 
 class Broker:
@@ -52,8 +149,10 @@ class Broker:
         *,
         declare: bool,
         result_ttl: float,
+        connection: Connection,
     ) -> None:
         self.nc = nc
+        self.connection = connection  # fed by nc's callbacks (see ``connect``)
         self.js: JetStreamContext = nc.jetstream()
         self.declarer = Declarer(self.js, declare=declare)
         self.pubacks = PubAcks(nc, PUBLISH_TIMEOUT)
@@ -62,41 +161,99 @@ class Broker:
 
     @classmethod
     async def connect(
-        cls, url: str, *, declare: bool, result_ttl: float, credentials: str | None = None
+        cls,
+        url: str,
+        *,
+        declare: bool,
+        result_ttl: float,
+        credentials: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> Broker:
-        """Connect to ``url``; reconnects forever after the first connection succeeded."""
+        """Connect to ``url`` within ``connect_timeout`` seconds, else raise ``CeleriacError``.
+
+        Once connected, the connection reconnects for as long as an outage lasts.
+        """
+        connection = Connection(url)
+        nc = Client()
         try:
-            nc = await nats.connect(
-                url,
-                name="celeriac",
-                connect_timeout=5,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                user_credentials=credentials,
-            )
+            # nats-py retries a first connect forever when reconnects are unlimited.
+            async with asyncio.timeout(connect_timeout):
+                await nc.connect(
+                    url,
+                    name="celeriac",
+                    connect_timeout=5,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # float works
+                    user_credentials=credentials,
+                    error_cb=connection.error_cb,
+                    disconnected_cb=connection.disconnected_cb,
+                    reconnected_cb=connection.reconnected_cb,
+                    closed_cb=connection.closed_cb,
+                )
+        except TimeoutError:
+            await _abandon(nc, connection)
+            last = f"; last error: {connection.last_error!r}" if connection.last_error else ""
+            raise CeleriacError(
+                f"cannot connect to NATS at {connection.url}: tried for "
+                f"{connect_timeout:g} s{last} (connect_timeout / CELERIAC_CONNECT_TIMEOUT)"
+            ) from None
         except Exception as exc:
-            raise CeleriacError(f"cannot connect to NATS at {url}: {exc!r}") from exc
-        return cls(nc, declare=declare, result_ttl=result_ttl)
+            await _abandon(nc, connection)
+            raise CeleriacError(f"cannot connect to NATS at {connection.url}: {exc!r}") from exc
+        except asyncio.CancelledError:
+            await _abandon(nc, connection)
+            raise
+        connection.opened()
+        return cls(nc, declare=declare, result_ttl=result_ttl, connection=connection)
 
     async def close(self) -> None:
         """Flush what is buffered and close the connection."""
-        if not self.nc.is_closed:
+        self.connection.closing = True
+        if self.nc.is_connected:
             await self.nc.drain()
+        elif not self.nc.is_closed:
+            await _close_disconnected(self.nc)
         await self.pubacks.close()  # fails what drain left without an acknowledgement
 
     async def ensure_queue(self, queue: str) -> QueueInfo:
         """Create the queue's streams and consumer if missing (when declaring); idempotent."""
         return await self.declarer.ensure_queue(queue)
 
-    async def _prepare(self, item: Delayed) -> Publication:
-        info = await self.ensure_queue(item.message.queue)
-        return _publication(item, info)
+    async def _queue_info(self, queue: str, ids: Sequence[str]) -> QueueInfo:
+        """``ensure_queue``, failing with a ``PublishError`` when NATS does not answer."""
+        try:
+            return await self.ensure_queue(queue)
+        except (NatsError, TimeoutError) as exc:
+            kind = PublishError if len(ids) == 1 else BatchPublishError
+            raise kind(
+                f"{_count(len(ids))} not enqueued: cannot look up queue {queue!r} on NATS at "
+                f"{self.connection.url} ({describe(exc)}); nothing was sent, submit again later",
+                dict.fromkeys(ids, exc),
+            ) from exc
 
     async def publish_task(
         self, message: TaskMessage, *, countdown: float | None = None, eta: datetime | None = None
     ) -> None:
-        """Enqueue ``message`` (deduplicated by its id); delayed when countdown/eta is given."""
-        pub = await self._prepare(Delayed(message, countdown, eta))
+        """Enqueue ``message`` (deduplicated by its id); delayed when countdown/eta is given.
+
+        Raises nats-py's errors (``TimeoutError`` without an acknowledgement), which the
+        worker tells apart to retry, and ``ScheduleNotSupported`` for a refused delay.
+        Callers of the SDK go through ``submit_task``.
+        """
+        info = await self.ensure_queue(message.queue)
+        await self._send(Delayed(message, countdown, eta), info)
+
+    async def submit_task(self, item: Delayed) -> None:
+        """``publish_task`` for a caller of the SDK: NATS failures raise ``PublishError``."""
+        message = item.message
+        info = await self._queue_info(message.queue, [message.id])
+        try:
+            await self._send(item, info)
+        except (NatsError, TimeoutError) as exc:
+            raise self._publish_error({message.id: exc}, total=1) from exc
+
+    async def _send(self, item: Delayed, info: QueueInfo) -> None:
+        pub = _publication(item, info)
         try:
             # Cheaper than js.publish (no PubAck object, no timer per request); the
             # errors are the ones js.publish raises.
@@ -107,20 +264,85 @@ class Broker:
     async def publish_many(self, items: Sequence[Delayed]) -> None:
         """Enqueue many tasks, pipelining the publishes and awaiting the acks together.
 
-        Raises ``BatchPublishError`` naming the ids that were not enqueued.
+        Raises ``BatchPublishError`` naming the ids not confirmed as enqueued.
         """
         # Each distinct queue is resolved once (most batches have one), and every
         # publication is built before the first is sent, so bad input sends nothing.
+        ids = [item.message.id for item in items]
         infos: dict[str, QueueInfo] = {}
         for item in items:
             queue = item.message.queue
             if queue not in infos:
-                infos[queue] = await self.ensure_queue(queue)
+                infos[queue] = await self._queue_info(queue, ids)
         pubs = [_publication(item, infos[item.message.queue]) for item in items]
-        errors = await publish_pipelined(self.nc, pubs, patience=PUBLISH_TIMEOUT)
-        failed = {items[index].message.id: _translate(errors[index]) for index in sorted(errors)}
+        try:
+            errors = await publish_pipelined(self.nc, pubs, patience=PUBLISH_TIMEOUT)
+        except NatsError as exc:  # the connection failed midway: any of them may be stored
+            raise self._publish_error(dict.fromkeys(ids, exc), total=len(ids)) from exc
+        failed = {items[index].message.id: errors[index] for index in sorted(errors)}
         if failed:
-            raise BatchPublishError(failed)
+            raise self._publish_error(failed, total=len(items))
+
+    def _publish_error(self, errors: Mapping[str, BaseException], *, total: int) -> PublishError:
+        """The error for tasks not confirmed as enqueued, saying whether they may be stored.
+
+        ``errors`` maps task ids to their causes; ``total`` is how many were submitted.
+        """
+        causes = {task_id: _translate(exc) for task_id, exc in errors.items()}
+        maybe = {i: e for i, e in causes.items() if not _refused(e)}
+        refused = {i: e for i, e in causes.items() if _refused(e)}
+        down = "" if self.connection.connected else f" (NATS at {self.connection.url} is down)"
+        if total == 1:
+            ((task_id, cause),) = causes.items()
+            if refused:
+                return PublishError(
+                    f"task {task_id} was not enqueued: JetStream refused it ({_why(cause)})", causes
+                )
+            return PublishError(
+                f"task {task_id} may not have been enqueued: {_why(cause)}{down}; it may "
+                f"still have been stored. {_RESUBMIT}",
+                causes,
+            )
+        parts = []
+        if maybe:
+            task_id, cause = next(iter(maybe.items()))
+            parts.append(
+                f"{_count(len(maybe))} may or may not have been stored "
+                f"(e.g. {task_id}: {_why(cause)}){down}"
+            )
+        if refused:
+            task_id, cause = next(iter(refused.items()))
+            parts.append(
+                f"{_count(len(refused))} refused, not stored (e.g. {task_id}: {_why(cause)})"
+            )
+        advice = f" {_RESUBMIT_MANY}" if maybe else ""
+        return BatchPublishError(
+            f"{len(causes)} of {total} task(s) not confirmed as enqueued: "
+            f"{'; '.join(parts)}.{advice}",
+            causes,
+        )
+
+
+async def _abandon(nc: Client, connection: Connection) -> None:
+    """Stop a first connect that failed: its attempts and their tasks."""
+    connection.closing = True
+    with contextlib.suppress(Exception):  # it may have failed before it began
+        await nc.close()
+
+
+async def _close_disconnected(nc: Client) -> None:
+    """Close a connection that is reconnecting (nats-py refuses to drain it).
+
+    nats-py then writes what it buffered to the dead socket, and when that fails it
+    stops before ending its subscriptions' tasks: end them here, or they outlive the loop.
+    """
+    try:
+        await nc.close()
+    except OSError:
+        for sub in list(nc._subs.values()):  # no public way after a failed close
+            sub._stop_processing()
+        nc._subs.clear()
+    await asyncio.sleep(0)  # let the cancelled tasks finish
 
 
 def _publication(item: Delayed, info: QueueInfo) -> Publication:
@@ -135,10 +357,33 @@ def _publication(item: Delayed, info: QueueInfo) -> Publication:
     return pub
 
 
-def _translate(exc: BaseException | None) -> BaseException:
+def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, APIError) and exc.err_code == _SCHEDULES_DISABLED:
         return ScheduleNotSupported(
             f"the stream refused a scheduled message ({exc.description}); countdown/eta need "
             "nats-server 2.12+ and a stream with allow_msg_schedules"
         )
-    return exc if exc is not None else CeleriacError("unknown publish failure")
+    return exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the server answered no: the message was not stored."""
+    return isinstance(exc, (APIError, NoStreamResponseError, CeleriacError))
+
+
+def _why(exc: BaseException) -> str:
+    """Why a publish failed, in words."""
+    if isinstance(exc, TimeoutError):
+        return f"no acknowledgement from JetStream within {PUBLISH_TIMEOUT:g} s"
+    if isinstance(exc, NoStreamResponseError):
+        return "no stream captures its subject"
+    return describe(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` (just the type when it has no message)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _count(n: int) -> str:
+    return "1 task" if n == 1 else f"{n} tasks"

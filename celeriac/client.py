@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from celeriac.broker import Broker
+from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
 from celeriac.planning import Plan, execute
 from celeriac.syncbridge import SyncBridge
 
@@ -31,6 +31,7 @@ class Client:
         declare_queues: bool,
         result_ttl: float,
         default_queue: str,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self.name = name
         self.nats_url = nats_url
@@ -38,24 +39,30 @@ class Client:
         self.declare_queues = declare_queues
         self.result_ttl = result_ttl
         self.default_queue = default_queue
+        self.connect_timeout = connect_timeout
         self._brokers: dict[asyncio.AbstractEventLoop, asyncio.Future[Broker]] = {}
         self._lock = threading.Lock()
         self._bridge = SyncBridge(name)
 
     async def broker(self) -> Broker:
-        """The connected broker for the running event loop (one per loop, made on first use)."""
+        """The connected broker for the running event loop (one per loop, made on first use).
+
+        Raises ``CeleriacError`` when the first connect fails within ``connect_timeout``;
+        the next call tries again.
+        """
         loop = asyncio.get_running_loop()
         with self._lock:
             for old in [lp for lp in self._brokers if lp.is_closed()]:
                 del self._brokers[old]  # a finished loop's connection died with it
             future = self._brokers.get(loop)
-            if future is None:
+            if future is None or _failed(future):
                 future = loop.create_task(
                     Broker.connect(
                         self.nats_url,
                         declare=self.declare_queues,
                         result_ttl=self.result_ttl,
                         credentials=self.credentials,
+                        connect_timeout=self.connect_timeout,
                     )
                 )
                 self._brokers[loop] = future
@@ -91,8 +98,8 @@ class Client:
         loop = asyncio.get_running_loop()
         with self._lock:
             future = self._brokers.pop(loop, None)
-        if future is not None and future.done() and not future.exception():
-            await future.result().close()
+        if future is not None:
+            await _close(future)
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
@@ -105,7 +112,23 @@ class Client:
             with self._lock:
                 future = self._brokers.pop(bridge_loop, None)
             if future is not None:
-                broker = await future
-                await broker.close()
+                await _close(future)
 
         self._bridge.close(shutdown)
+
+
+def _failed(future: asyncio.Future[Broker]) -> bool:
+    """True for a connect that failed, or a broker whose connection closed for good."""
+    if not future.done():
+        return False
+    if future.cancelled() or future.exception() is not None:
+        return True
+    return future.result().nc.is_closed
+
+
+async def _close(future: asyncio.Future[Broker]) -> None:
+    """Close the broker ``future`` made, or stop it connecting."""
+    if not future.done():
+        future.cancel()  # Broker.connect closes what it opened
+    elif not future.cancelled() and future.exception() is None:
+        await future.result().close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class CeleriacError(Exception):
     """Base class of every error Celeriac raises on purpose."""
@@ -79,3 +81,32 @@ class SyncCallInEventLoopError(CeleriacError, RuntimeError):
 
 class QueueNotFoundError(CeleriacError):
     """The queue's stream does not exist and this app does not declare queues."""
+
+
+class PublishError(CeleriacError):
+    """Submitted tasks were not confirmed as enqueued; ``task_ids`` names them.
+
+    ``errors`` maps each id to its cause. Without an acknowledgement (a
+    ``TimeoutError`` cause, e.g. during a NATS outage) the task may still have been
+    stored; a refusal means it was not. Either way, sending it again with the same
+    ``task_id`` is safe: JetStream drops a repeated id within the stream's duplicate
+    window (2 minutes by default).
+    """
+
+    def __init__(self, message: str, errors: Mapping[str, BaseException]) -> None:
+        super().__init__(message)
+        self.errors = dict(errors)
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The ids of the tasks not confirmed as enqueued, in submission order."""
+        return list(self.errors)
+
+
+class BatchPublishError(PublishError):
+    """Some tasks of a batch were not confirmed as enqueued; the others were."""
+
+    @property
+    def failed(self) -> dict[str, BaseException]:
+        """The cause per task id (the same as ``errors``)."""
+        return self.errors

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from celeriac.broker import Broker
+from nats.errors import Error as NatsError
+
+from celeriac.broker import Broker, describe
+from celeriac.exceptions import BatchPublishError, PublishError
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
 from celeriac.submitting import Delayed
@@ -28,11 +31,23 @@ class Plan:
 
 
 async def execute(broker: Broker, plan: Plan) -> None:
-    """Record the groups, then publish every message (one at a time or pipelined)."""
+    """Record the groups, then publish every message (one at a time or pipelined).
+
+    Raises ``PublishError`` (``BatchPublishError`` for several) naming the task ids.
+    """
     for group_id, children in plan.groups.items():
-        await broker.results.put(group_id, ResultRecord(state=TaskState.PENDING, children=children))
+        record = ResultRecord(state=TaskState.PENDING, children=children)
+        try:
+            await broker.results.put(group_id, record)
+        except (NatsError, TimeoutError) as exc:
+            ids = [item.message.id for item in plan.items]
+            kind = PublishError if len(ids) == 1 else BatchPublishError
+            raise kind(
+                f"group {group_id} could not be recorded ({describe(exc)}); none of its "
+                f"{len(ids)} task(s) were sent, submit it again",
+                dict.fromkeys(ids, exc),
+            ) from exc
     if len(plan.items) == 1:
-        item = plan.items[0]
-        await broker.publish_task(item.message, countdown=item.countdown, eta=item.eta)
+        await broker.submit_task(plan.items[0])
     elif plan.items:
         await broker.publish_many(plan.items)

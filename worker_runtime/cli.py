@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import threading
 
 from celeriac.exceptions import CeleriacError
 from celeriac.worker_runtime.loading import AppLoadError, load_app
@@ -29,8 +31,30 @@ def main(argv: list[str]) -> int:
         log.error("%s", exc)
         return 2
     try:
-        return asyncio.run(Worker(app, options).run())
+        code = asyncio.run(Worker(app, options).run())
     except (OSError, CeleriacError) as exc:
         # No NATS at start, or the health port is taken: say so and let the supervisor retry.
         log.error("%s", exc)
         return 1
+    return exit_past_stuck_tasks(code)
+
+
+def exit_past_stuck_tasks(code: int) -> int:
+    """Return ``code``, or exit at once if task code still runs on a worker thread.
+
+    The interpreter joins its threads before exiting, so a sync task that never
+    returns would keep a drained worker alive forever; its message was already
+    handed back for redelivery, so nothing is lost by not waiting.
+    """
+    threads = [t for t in threading.enumerate() if t.name.startswith("celeriac-task")]
+    for thread in threads:
+        if not thread.daemon:
+            thread.join(0.2)  # an idle pool thread ends at once; a busy one does not
+    stuck = [t for t in threads if t.is_alive() and not t.daemon]
+    if not stuck:
+        return code
+    log.warning("exiting with %d task thread(s) still running; not waiting for them", len(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

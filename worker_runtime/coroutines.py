@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac.worker_runtime.execution import (
     Call,
     Outcome,
+    contained,
     error_info,
     invoke,
     soft_limit_error,
@@ -36,7 +37,7 @@ async def run_coroutine(task: Task, call: Call) -> Outcome:
         outcome = await _run_unlimited(task, call)
         outcome.duration = time.monotonic() - started
         return outcome
-    inner: asyncio.Task[Any] = asyncio.ensure_future(invoke(task, call))
+    inner: asyncio.Task[Any] = asyncio.ensure_future(contained(invoke(task, call)))
     try:
         outcome = await _supervise(inner, call)
     except asyncio.CancelledError:
@@ -55,7 +56,7 @@ async def _run_unlimited(task: Task, call: Call) -> Outcome:
         if current is not None and current.cancelling():
             raise  # the worker itself is being stopped
         return Outcome(error=error_info(exc))  # the task's own code was cancelled
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: a task failure
         return Outcome(error=error_info(exc))
 
 

@@ -1,18 +1,23 @@
 """Turning message bytes into a TaskMessage, or into the reason it cannot be one.
 
 Pure, so every kind of bad input is table-tested; the handler dead-letters a
-rejection instead of crashing or dropping the message.
+rejection instead of crashing or dropping the message. Parsing is strict, as the
+protocol says: UTF-8 JSON, no NaN or Infinity, no key given twice in an object (a
+second ``queue`` would otherwise silently win), no type coercion, times as RFC 3339
+strings, and counts and delays within the envelope's bounds.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
-from celeriac.protocol.envelope import DeadLetterReason, TaskMessage
-from celeriac.protocol.names import PROTOCOL_VERSION
+from celeriac.protocol.envelope import DeadLetterReason, TaskMessage, check_task_name
+from celeriac.protocol.names import PROTOCOL_VERSION, is_valid_task_id
 
 
 @dataclass(frozen=True)
@@ -21,36 +26,68 @@ class Rejection:
 
     reason: DeadLetterReason
     error: str
-    # The task id and name, when the document had readable ones.
+    # The task id and name, when the document had valid ones.
     task_id: str | None = None
     task: str | None = None
 
 
+class _StrictJSONError(ValueError):
+    """Valid JSON syntax that the protocol still refuses."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):  # rare: find which key, for the message
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _StrictJSONError(f"key {key[:80]!r} appears twice in one object")
+            seen.add(key)
+    return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise _StrictJSONError(f"{name} is not a JSON number")
+
+
+def parse_strict(data: bytes) -> Any:
+    """The JSON document in ``data``, refusing what the protocol refuses.
+
+    Raises ValueError (or RecursionError for absurd nesting) describing the problem.
+    """
+    return json.loads(
+        data.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+    )
+
+
 def decode_task(data: bytes) -> TaskMessage | Rejection:
-    """Parse and validate a task envelope."""
+    """Parse and validate a task envelope; never raises."""
     try:
-        return TaskMessage.model_validate_json(data)  # one pass, for the common good case
-    except ValidationError:
-        return _rejection(data)
-
-
-def _rejection(data: bytes) -> TaskMessage | Rejection:
-    """Parse step by step, to say exactly what is wrong."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection(DeadLetterReason.MALFORMED, f"not valid JSON: {exc}")
+        doc = parse_strict(data)
+    except RecursionError:
+        return Rejection(DeadLetterReason.MALFORMED, "not valid JSON: nested too deeply")
+    except UnicodeDecodeError as exc:
+        return Rejection(DeadLetterReason.MALFORMED, f"not valid JSON: not UTF-8 ({exc.reason})")
+    except ValueError as exc:  # JSONDecodeError, the int-digits limit, the checks above
+        problem = str(exc)
+        if "integer string conversion" in problem:
+            problem = f"a number has more than {sys.get_int_max_str_digits()} digits"
+        return Rejection(DeadLetterReason.MALFORMED, f"not valid JSON: {problem[:300]}")
     if not isinstance(doc, dict):
         return Rejection(
-            DeadLetterReason.MALFORMED, f"expected a JSON object, got {type(doc).__name__}"
+            DeadLetterReason.MALFORMED,
+            f"invalid task envelope: expected a JSON object, got {type(doc).__name__}",
         )
-    task_id = doc.get("id") if isinstance(doc.get("id"), str) else None
-    task = doc.get("task") if isinstance(doc.get("task"), str) else None
+    return _validate(doc)
+
+
+def _validate(doc: dict[str, Any]) -> TaskMessage | Rejection:
+    task_id, task = _readable(doc)
     version = doc.get("v", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         return Rejection(
             DeadLetterReason.UNSUPPORTED_VERSION,
-            f"protocol version {version!r} is not supported; this worker speaks "
+            f"protocol version {_short(version)} is not supported; this worker speaks "
             f"v{PROTOCOL_VERSION}",
             task_id,
             task,
@@ -59,9 +96,32 @@ def _rejection(data: bytes) -> TaskMessage | Rejection:
         return TaskMessage.model_validate(doc)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(_part(p) for p in err['loc']) or 'message'}: {err['msg']}"
+            for err in exc.errors()[:10]
         )
-        return Rejection(
-            DeadLetterReason.MALFORMED, f"invalid task envelope: {problems}", task_id, task
-        )
+        error = f"invalid task envelope: {problems}"
+    except RecursionError:
+        error = "invalid task envelope: nested too deeply"
+    return Rejection(DeadLetterReason.MALFORMED, error, task_id, task)
+
+
+def _readable(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The id and name of a rejected document, only when they are valid (they are logged)."""
+    task_id, task = doc.get("id"), doc.get("task")
+    task_id = task_id if isinstance(task_id, str) and is_valid_task_id(task_id) else None
+    try:
+        task = check_task_name(task) if isinstance(task, str) else None
+    except ValueError:
+        task = None
+    return task_id, task
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
+
+
+def _part(part: Any) -> str:
+    # A location may be a key from the message (headers.<key>): it goes into log lines.
+    text = str(part)
+    return text if text.isprintable() and len(text) <= 80 else _short(text)

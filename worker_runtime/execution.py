@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -78,14 +79,59 @@ class Pool(Protocol):
         ...
 
 
+# What a result record and a dead letter keep of an error: enough to act on, small
+# enough that the record always fits in a NATS message (the traceback keeps its end,
+# where the exception was raised).
+MAX_ERROR_CHARS = 4_000
+MAX_TRACEBACK_CHARS = 16_000
+
+
+def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_end:
+        return f"[{cut} characters cut]...{text[-limit:]}"
+    return f"{text[:limit]}...[{cut} characters cut]"
+
+
+def _describe(exc: BaseException) -> str:
+    # str() runs user code (__str__), which may itself raise.
+    try:
+        return _clip(str(exc), MAX_ERROR_CHARS)
+    except BaseException as failed:  # anything a __str__ can do, SystemExit included
+        return f"<str() of the exception raised {type(failed).__name__}>"
+
+
+class ContainedExit(Exception):  # noqa: N818 - it holds, it is not an error of its own
+    """A ``SystemExit`` or ``KeyboardInterrupt`` raised by task code, held as an ordinary
+    exception: asyncio would otherwise let it stop the worker's event loop."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+async def contained(awaitable: Awaitable[Any]) -> Any:
+    """Await task code; whatever it raises except cancellation is an ordinary exception."""
+    try:
+        return await awaitable
+    except (asyncio.CancelledError, Exception):
+        raise
+    except BaseException as exc:
+        raise ContainedExit(exc) from exc
+
+
 def error_info(exc: BaseException) -> ErrorInfo:
-    """Describe ``exc`` (a :class:`Retry` describes the error it wraps)."""
+    """Describe ``exc`` (a :class:`Retry` describes the error it wraps); never raises."""
+    if isinstance(exc, ContainedExit):
+        exc = exc.original
     if isinstance(exc, Retry):
         cause = exc.exc
         base = (
             error_info(cause)
             if cause is not None
-            else ErrorInfo("Retry", str(exc) or "retry requested", _format(exc))
+            else ErrorInfo("Retry", _describe(exc) or "retry requested", _format(exc))
         )
         return ErrorInfo(
             exc_type=base.exc_type,
@@ -95,11 +141,15 @@ def error_info(exc: BaseException) -> ErrorInfo:
             countdown=exc.countdown,
             max_retries=getattr(exc, "max_retries", None),
         )
-    return ErrorInfo(type(exc).__name__, str(exc), _format(exc))
+    return ErrorInfo(type(exc).__name__, _describe(exc), _format(exc))
 
 
 def _format(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # formatting calls the exception's __str__ too
+        text = "".join(traceback.format_tb(exc.__traceback__)) + f"{type(exc).__name__}\n"
+    return _clip(text, MAX_TRACEBACK_CHARS, keep_end=True)
 
 
 def time_limit_error(limit: float) -> ErrorInfo:

@@ -11,23 +11,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nats.errors import NoRespondersError
+from nats.errors import (
+    ConnectionClosedError,
+    FlushTimeoutError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+)
 from nats.js.errors import NoStreamResponseError
 
+from celeriac.protocol import names
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
 from celeriac.task import Request
 from celeriac.worker_runtime.backoff import GiveUp, RetryPolicy, plan_retry
 from celeriac.worker_runtime.continuation import Continuation
-from celeriac.worker_runtime.deadletters import publish_dead_letter
+from celeriac.worker_runtime.deadletters import HEADROOM, fit, original_headers, publish_dead_letter
 from celeriac.worker_runtime.decoding import Rejection, decode_task
 from celeriac.worker_runtime.delivery import Delivery
-from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, Pool
+from celeriac.worker_runtime.execution import MAX_ERROR_CHARS, Call, ErrorInfo, Outcome, Pool
 from celeriac.worker_runtime.logs import current_task_id
 from celeriac.worker_runtime.metrics import WorkerMetrics
 from celeriac.worker_runtime.records import success_document
@@ -49,6 +58,22 @@ _PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # A task still running this long after it began gets a STARTED record; a shorter one
 # goes straight to its final state, which spares the many short tasks a write each.
 STARTED_AFTER = 0.05
+# Outcomes whose storing failed, kept so a redelivery to this worker settles them
+# without running the task again; the oldest are forgotten beyond this many.
+_UNSETTLED_KEPT = 10_000
+# How long the consumer's maxDeliveries, read from the server, is trusted.
+_LIMIT_TTL = 60.0
+# Errors of a connection that is down or slow: the same write may work later. Any
+# other error storing or continuing an outcome will fail again the same way.
+_TRANSIENT = (
+    TimeoutError,
+    NoRespondersError,
+    NoStreamResponseError,
+    ConnectionClosedError,
+    StaleConnectionError,
+    OutboundBufferLimitError,
+    FlushTimeoutError,
+)
 
 
 class DeadLetterError(Exception):
@@ -67,6 +92,10 @@ class Handler:
     revoked: RevokedMirror
     rng: random.Random = field(default_factory=random.Random)
     continuation: Continuation = field(init=False)
+    _unsettled: OrderedDict[tuple[str, int], tuple[Outcome, int]] = field(
+        init=False, default_factory=OrderedDict
+    )
+    _limits: dict[str, tuple[int | None, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.continuation = Continuation(self.broker)
@@ -81,13 +110,16 @@ class Handler:
         Runs as an asyncio task of its own: the task id set for log lines lives in
         that task's context and ends with it.
         """
+        await self._guarded(delivery, self._handle(delivery, ran))
+
+    async def _handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
         decoded = decode_task(delivery.msg.data)
         if isinstance(decoded, Rejection):
             current_task_id.set(decoded.task_id or "-")
-            await self._guarded(delivery, self._reject(delivery, decoded))
+            await self._reject(delivery, decoded)
             return
         current_task_id.set(decoded.id)
-        await self._guarded(delivery, self._process(delivery, decoded, ran))
+        await self._process(delivery, decoded, ran)
 
     async def _guarded(self, delivery: Delivery, work: Any) -> Any:
         try:
@@ -115,10 +147,20 @@ class Handler:
         if task is None:
             await self._unknown_task(delivery, message)
             return
+        quiet = task.ignore_result or message.ignore_result
+        remembered = self._unsettled.pop((delivery.queue, delivery.stream_sequence), None)
+        if remembered is not None:
+            log.info("storing the outcome of the earlier run of %s again", message.task)
+            outcome, retries = remembered
+            await self._after_run(delivery, message, task, outcome, retries=retries, quiet=quiet)
+            return
         if await self._skipped(delivery, message):
             return
         retries = message.retries + delivery.deliveries - 1
-        quiet = task.ignore_result or message.ignore_result
+        allowed = _first(message.max_retries, task.max_retries) or 0
+        if retries > allowed:
+            await self._poisoned(delivery, message, allowed, quiet=quiet)
+            return
         log.info("running %s (attempt %d)", message.task, retries + 1)
         call = self._call(task, message, delivery, retries)
         if quiet:
@@ -127,7 +169,40 @@ class Handler:
             outcome = await self._run_tracked(task, call, message, retries)
         ran(outcome)
         metrics.duration.observe(outcome.duration)
-        await self._settle(delivery, message, task, outcome, retries=retries, quiet=quiet)
+        await self._after_run(delivery, message, task, outcome, retries=retries, quiet=quiet)
+
+    async def _after_run(
+        self,
+        delivery: Delivery,
+        message: TaskMessage,
+        task: Task,
+        outcome: Outcome,
+        *,
+        retries: int,
+        quiet: bool,
+    ) -> None:
+        """Settle a finished run; if that fails, keep its outcome so it is never re-run here."""
+        try:
+            await self._settle(delivery, message, task, outcome, retries=retries, quiet=quiet)
+        except Exception:
+            key = (delivery.queue, delivery.stream_sequence)
+            self._unsettled[key] = (outcome, retries)
+            while len(self._unsettled) > _UNSETTLED_KEPT:
+                self._unsettled.popitem(last=False)
+            raise
+
+    async def _poisoned(
+        self, delivery: Delivery, message: TaskMessage, allowed: int, *, quiet: bool
+    ) -> None:
+        """Past its attempts without an outcome for the last ones: never run it again."""
+        error = ErrorInfo(
+            "PoisonMessage",
+            f"delivered {delivery.deliveries} times, more than its {allowed + 1} attempt(s): "
+            "the runs before ended without an outcome (the worker running it crashed, was "
+            "killed, or lost its connection to NATS); not running it again",
+        )
+        await self._gave_up(delivery, message, error, delivery.deliveries - 1, quiet,
+                            reason=DeadLetterReason.POISON)  # fmt: skip
 
     async def _settle(
         self,
@@ -148,15 +223,14 @@ class Handler:
             if isinstance(serialized, ErrorInfo):
                 # The same code would return the same value: retrying is useless.
                 outcome.error = serialized
-                await self._failed(delivery, message, task, serialized,
-                                   retries=retries, quiet=quiet, final=True)  # fmt: skip
+                await self._gave_up(delivery, message, serialized, retries, quiet,
+                                    reason=DeadLetterReason.UNSTORABLE_RESULT)  # fmt: skip
                 return
             document = None if quiet else serialized
         if outcome.error is None:
             await self._succeeded(delivery, message, outcome, document)
         else:
-            await self._failed(delivery, message, task, outcome.error,
-                               retries=retries, quiet=quiet, final=False)  # fmt: skip
+            await self._failed(delivery, message, task, outcome.error, retries=retries, quiet=quiet)
 
     async def _run_tracked(
         self, task: Task, call: Call, message: TaskMessage, retries: int
@@ -184,13 +258,22 @@ class Handler:
     ) -> bytes | ErrorInfo:
         """The SUCCESS record's bytes, or the error when the value is not plain JSON."""
         try:
-            return success_document(
+            document = success_document(
                 message.task, outcome.value, retries=retries, worker=self.worker_name
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             kind = type(outcome.value).__name__
             problem = f"the task's result ({kind}) is not JSON-serializable: {exc}"
-            return ErrorInfo("TypeError", problem)
+            return ErrorInfo("TypeError", problem[:MAX_ERROR_CHARS])
+        limit = self.broker.nc.max_payload - HEADROOM
+        if len(document) > limit:
+            return ErrorInfo(
+                "ResultTooLarge",
+                f"result too large: {_size(len(document))}, max payload "
+                f"{_size(self.broker.nc.max_payload)} (store big data elsewhere and return "
+                "a reference to it)",
+            )
+        return document
 
     def _call(self, task: Task, message: TaskMessage, delivery: Delivery, retries: int) -> Call:
         request = None
@@ -235,8 +318,8 @@ class Handler:
         await self._dead_letter(delivery, DeadLetterReason.UNKNOWN_TASK, error, None, message)
         record = self._final(TaskState.FAILURE, error=f"NotRegistered: {error}")
         record = record.model_copy(update={"exc_type": "NotRegistered"})
-        await self._store(message, record)
-        await self.continuation.on_failure(message, record)
+        if await self._store_unless_final(message, record):
+            await self.continuation.on_failure(message, record)
         await delivery.term()
 
     async def _succeeded(
@@ -246,9 +329,29 @@ class Handler:
         if document is not None:
             results = self.broker.results
             await _persist(lambda: results.put_raw(message.id, document), "result")
-        await self.continuation.on_success(message, outcome.value)
+        try:
+            await self.continuation.on_success(message, outcome.value)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:  # an invalid next step: sending it again fails again
+            await self._continuation_failed(delivery, message, exc)
+            return
         await delivery.ack()
         self.metrics.of(delivery.queue, message.task).succeeded.inc()
+
+    async def _continuation_failed(
+        self, delivery: Delivery, message: TaskMessage, exc: Exception
+    ) -> None:
+        """The task succeeded (its result is stored) but what follows it cannot be sent."""
+        what = "the next chain step" if message.chain else "the chord callback"
+        error = f"InvalidContinuation: {what} cannot be sent: {exc}"[:MAX_ERROR_CHARS]
+        log.error("%s", error)
+        record = self._final(TaskState.FAILURE, error=error, exc_type="InvalidContinuation")
+        await self.continuation.on_failure(message, record)
+        reason = DeadLetterReason.INVALID_CONTINUATION
+        await self._dead_letter(delivery, reason, error, None, message)
+        await delivery.term()
+        self.metrics.of(delivery.queue, message.task).failed.inc()
 
     async def _failed(
         self,
@@ -259,17 +362,28 @@ class Handler:
         *,
         retries: int,
         quiet: bool,
-        final: bool,
     ) -> None:
+        max_retries = _first(error.max_retries, message.max_retries, task.max_retries)
         policy = RetryPolicy(
-            max_retries=_first(error.max_retries, message.max_retries, task.max_retries),
+            max_retries=max_retries,
             backoff=task.retry_backoff,
             backoff_max=task.retry_backoff_max,
             jitter=task.retry_jitter,
         )
-        plan = GiveUp() if final else plan_retry(retries, policy, error.countdown, self.rng)
+        plan = plan_retry(retries, policy, error.countdown, self.rng)
         if isinstance(plan, GiveUp):
             await self._gave_up(delivery, message, error, retries, quiet)
+            return
+        limit = await self._delivery_limit(delivery.queue)
+        if limit is not None and delivery.deliveries >= limit:
+            # JetStream will not deliver it again: a NAK would leave it in the stream.
+            note = (
+                f"{error.error}; not retried: the queue's maxDeliveries ({limit}) ran out "
+                f"before max_retries ({max_retries}); set the TaskQueue's "
+                "spec.delivery.maxDeliveries above max_retries + 1"
+            )
+            await self._gave_up(delivery, message, error, retries, quiet,
+                                reason=DeadLetterReason.MAX_DELIVERIES, note=note)  # fmt: skip
             return
         log.warning(
             "attempt %d failed (%s); retrying in %.2fs", retries + 1, error.error, plan.delay
@@ -288,14 +402,23 @@ class Handler:
         self.metrics.of(delivery.queue, message.task).retried.inc()
 
     async def _gave_up(
-        self, delivery: Delivery, message: TaskMessage, error: ErrorInfo, retries: int, quiet: bool
+        self,
+        delivery: Delivery,
+        message: TaskMessage,
+        error: ErrorInfo,
+        retries: int,
+        quiet: bool,
+        *,
+        reason: DeadLetterReason = DeadLetterReason.MAX_RETRIES,
+        note: str | None = None,
     ) -> None:
+        """The end of the line: dead letter, FAILURE record, what depended on it, term."""
         log.error("failed for good after %d attempt(s): %s", delivery.deliveries, error.error)
         record = self._final(TaskState.FAILURE, error=error.error).model_copy(
             update={"exc_type": error.exc_type, "traceback": error.traceback, "retries": retries}
         )
-        reason = DeadLetterReason.MAX_RETRIES
-        await self._dead_letter(delivery, reason, error.error, error.traceback, message)
+        dead_error = note or error.error
+        await self._dead_letter(delivery, reason, dead_error, error.traceback, message)
         if not quiet:
             await self._store(message, record)
         await self.continuation.on_failure(message, record)
@@ -313,7 +436,7 @@ class Handler:
         msg = delivery.msg
         letter = DeadLetter(
             reason=reason,
-            error=error,
+            error=error[:MAX_ERROR_CHARS],
             traceback=traceback,
             task_id=source.id if isinstance(source, TaskMessage) else source.task_id,
             task=source.task,
@@ -322,9 +445,10 @@ class Handler:
             stream_sequence=delivery.stream_sequence,
             worker=self.worker_name,
             failed_at=datetime.now(UTC),
-            original=msg.data.decode(errors="replace"),
-            original_headers={k: str(v) for k, v in (msg.headers or {}).items()},
+            original="",
+            original_headers=original_headers(msg.headers),
         )
+        letter = fit(letter, msg.data or b"", self.broker.nc.max_payload - HEADROOM)
         try:
             await _persist(lambda: publish_dead_letter(self.broker, letter), "dead letter")
         except Exception as exc:
@@ -340,12 +464,46 @@ class Handler:
         record = record.model_copy(update={"task": message.task})
         await _persist(lambda: self.broker.results.put(message.id, record), "result")
 
+    async def _store_unless_final(self, message: TaskMessage, record: ResultRecord) -> bool:
+        """Store ``record`` unless the id already has a final result (a message reusing
+        the id of a finished task must not overwrite its outcome); True when stored."""
+        existing = await self.broker.results.get(message.id)
+        if existing is not None and existing.state.ready:
+            log.warning("not overwriting the %s result of %s", existing.state.value, message.id)
+            return False
+        await self._store(message, record)
+        return True
+
+    async def _delivery_limit(self, queue: str) -> int | None:
+        """The consumer's maxDeliveries (None: unlimited), read at most once a minute."""
+        known = self._limits.get(queue)
+        now = time.monotonic()
+        if known is not None and now - known[1] < _LIMIT_TTL:
+            return known[0]
+        try:
+            info = await self.broker.js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME)
+        except Exception as exc:  # unknown for now: assume unlimited, ask again next time
+            log.debug("cannot read the consumer of %s: %r", queue, exc)
+            return None
+        limit = info.config.max_deliver
+        value = limit if limit is not None and limit > 0 else None
+        self._limits[queue] = (value, now)
+        return value
+
 
 def _first(*values: int | None) -> int | None:
     for value in values:
         if value is not None:
             return value
     return None
+
+
+def _size(count: int) -> str:
+    if count >= 1 << 20 and count % (1 << 20) == 0:
+        return f"{count >> 20} MiB"
+    if count >= 1_000_000:
+        return f"{count / 1e6:.1f} MB"
+    return f"{count / 1e3:.1f} kB" if count >= 1000 else f"{count} B"
 
 
 def _utc(moment: datetime) -> datetime:

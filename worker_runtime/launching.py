@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from celeriac.protocol.envelope import Signature, TaskMessage
+from celeriac.protocol.names import is_valid_task_id
 from celeriac.submitting import Delayed, Links, prepare
 
 # Namespace for ids derived from a parent's id (chain steps submitted without ids).
@@ -22,7 +23,9 @@ _DERIVED_IDS = uuid.UUID("5b7f61a2-2f3c-4c55-9a57-7a1f0b1c9e01")
 def step_id(parent_id: str, step: Signature) -> str:
     """The task id of a chain step: its own, or one derived from its parent's id."""
     given = step.options.get("task_id")
-    return str(given) if given else str(uuid.uuid5(_DERIVED_IDS, parent_id))
+    if isinstance(given, str) and is_valid_task_id(given):
+        return given
+    return str(uuid.uuid5(_DERIVED_IDS, parent_id))
 
 
 def _parse_expires(value: Any) -> Any:

@@ -18,9 +18,11 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.exceptions import CeleriacError
 from celeriac.worker_runtime.consuming import QueueConsumer
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Outcome, Pool
+from celeriac.worker_runtime.exhausted import ExhaustedDeliveries
 from celeriac.worker_runtime.handling import Handler
 from celeriac.worker_runtime.health import HealthServer
 from celeriac.worker_runtime.heartbeats import Heartbeats
@@ -94,6 +96,7 @@ class Worker:
         self._broker: Broker | None = None
         self._handler: Handler | None = None
         self._revoked: RevokedMirror | None = None
+        self._exhausted: ExhaustedDeliveries | None = None
         self._consumers: list[QueueConsumer] = []
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self.metrics.count_in_flight(lambda: len(self._running))
@@ -135,7 +138,7 @@ class Worker:
         self._install_signals()
         await self._health.start()
         try:
-            broker = await self._unless_stopped(self.app.broker())
+            broker = await self._connect()
             if broker is None:
                 return 0
             self._broker = broker
@@ -149,12 +152,16 @@ class Worker:
                 "worker %s: pool %s, concurrency %d, queues %s",
                 self.name, self.options.pool.value, self.options.concurrency, ",".join(self.queues),
             )  # fmt: skip
+            self._exhausted = ExhaustedDeliveries(broker, self.queues, self.name)
+            await self._exhausted.start()
             self._heartbeats.start()
             consumers = [asyncio.create_task(c.run()) for c in self._make_consumers(broker)]
             await self.stopping.wait()
             return await self._drain(consumers)
         finally:
             await self._heartbeats.stop()
+            if self._exhausted is not None:
+                await self._exhausted.stop()
             if self._revoked is not None:
                 await self._revoked.stop()
             await self._pool.stop()
@@ -180,6 +187,18 @@ class Worker:
             for q in self.queues
         ]
         return self._consumers
+
+    async def _connect(self) -> Broker | None:
+        """Connect to NATS, trying again until it is up or a stop signal comes."""
+        told = False
+        while not self.stopping.is_set():
+            try:
+                return await self._unless_stopped(self.app.broker())
+            except CeleriacError as exc:  # each attempt gives up after the connect timeout
+                if not told:
+                    log.warning("%s; trying again until NATS is up", exc)
+                    told = True
+        return None
 
     async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
         """Await ``work`` unless a stop signal comes first (NATS may be down at start:

@@ -6,6 +6,7 @@ it does not know, and reject a ``v`` it does not support.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -24,7 +25,46 @@ class _Wire(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-class Signature(_Wire):
+# Bounds a worker enforces on what it reads: generous for any real use, small enough
+# that a hostile value cannot make a count or a delay meaningless.
+MAX_RETRIES = 10_000
+MAX_SECONDS = 100 * 365 * 24 * 3600
+MAX_GROUP_SIZE = 1_000_000
+# A task name is what ``module.qualname`` gives: printable, no control characters
+# (it appears in log lines and headers), at most 256 characters.
+_TASK_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+
+def check_task_name(name: str) -> str:
+    """Return ``name`` or raise ValueError saying what a task name may contain."""
+    if not _TASK_NAME.match(name):
+        raise ValueError(
+            f"invalid task name {name[:80]!r}: use 1-256 printable characters, "
+            "no control characters"
+        )
+    return name
+
+
+def _rfc3339(value: Any) -> Any:
+    # JSON has no time type: only a string is a time. Numbers (which pydantic would
+    # read as seconds since 1970) and anything else are refused, naming the field.
+    if isinstance(value, datetime) or value is None:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be an RFC 3339 time string, not {type(value).__name__}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"must be an RFC 3339 time string, not {value[:40]!r}") from None
+
+
+class _Strict(_Wire):
+    """What workers parse from anyone: no type coercion (``"1"`` is not ``1``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class Signature(_Strict):
     """A task call not yet sent: the unit of canvas (chain, group, chord)."""
 
     task: str
@@ -35,39 +75,61 @@ class Signature(_Wire):
     # An immutable signature ignores its parent's result instead of receiving it.
     immutable: bool = False
 
+    @field_validator("task")
+    @classmethod
+    def _valid_task(cls, v: str) -> str:
+        return check_task_name(v)
 
-class ChordRef(_Wire):
+
+class ChordRef(_Strict):
     """Membership of a task in a chord header: who counts, and what runs at the end."""
 
     id: str
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=MAX_GROUP_SIZE)
     callback: Signature
 
 
-class TaskMessage(_Wire):
+class TaskMessage(_Strict):
     """The envelope published on ``celeriac.tasks.<queue>``: one task to run."""
 
     v: int = PROTOCOL_VERSION
     id: str
-    task: str = Field(min_length=1)
+    task: str
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str
-    retries: int = Field(default=0, ge=0)
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
     eta: datetime | None = None
     expires: datetime | None = None
     parent_id: str | None = None
     root_id: str | None = None
     group_id: str | None = None
-    group_index: int | None = None
+    group_index: int | None = Field(default=None, ge=0, lt=MAX_GROUP_SIZE)
     chord: ChordRef | None = None
     # The rest of a chain: run in order, each receiving the previous result.
     chain: list[Signature] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     ignore_result: bool = False
-    max_retries: int | None = Field(default=None, ge=0)
-    time_limit: float | None = Field(default=None, gt=0)
-    soft_time_limit: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
+    time_limit: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    soft_time_limit: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+
+    @field_validator("eta", "expires", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        return _rfc3339(v)
+
+    @field_validator("task")
+    @classmethod
+    def _valid_task(cls, v: str) -> str:
+        return check_task_name(v)
+
+    @field_validator("parent_id", "root_id", "group_id")
+    @classmethod
+    def _valid_link(cls, v: str | None) -> str | None:
+        if v is not None and not is_valid_task_id(v):
+            raise ValueError(f"invalid task id {v[:80]!r}: use letters, digits, '-', '_', '=', '.'")
+        return v
 
     @field_validator("v", mode="before")
     @classmethod
@@ -114,6 +176,14 @@ class DeadLetterReason(StrEnum):
     UNKNOWN_TASK = "unknown_task"
     MAX_RETRIES = "max_retries"
     UNSUPPORTED_VERSION = "unsupported_version"
+    # The task ran, but its outcome cannot be stored (too large, not JSON).
+    UNSTORABLE_RESULT = "unstorable_result"
+    # The task ran, but the next chain step or the chord callback cannot be sent.
+    INVALID_CONTINUATION = "invalid_continuation"
+    # Delivered again and again without an outcome: each run crashed or killed the worker.
+    POISON = "poison"
+    # JetStream's maxDeliveries ran out before the task's own retries did.
+    MAX_DELIVERIES = "max_deliveries"
 
 
 class DeadLetter(_Wire):
@@ -129,6 +199,12 @@ class DeadLetter(_Wire):
     stream_sequence: int | None = None
     worker: str | None = None
     failed_at: datetime
-    # The original message body as text (UTF-8, invalid bytes replaced) and headers.
+    # The original body: as text when it is UTF-8, else base64 (``original_encoding``).
+    # When the letter would not fit in a NATS message, a prefix of it, with the whole
+    # body's size and SHA-256 so it can be told apart and matched.
     original: str
+    original_encoding: str = "utf-8"
+    original_size: int | None = None
+    original_sha256: str | None = None
+    original_truncated: bool = False
     original_headers: dict[str, str] = Field(default_factory=dict)

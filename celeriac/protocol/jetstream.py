@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from celeriac.protocol import names
 
+# Deliveries of one message before JetStream stops (a consumer's max_deliver).
+DEFAULT_MAX_DELIVERIES = 100
+
 
 class QueueSettings(BaseModel):
     """What a queue's streams and consumer are made of; defaults suit a laptop."""
@@ -26,8 +29,9 @@ class QueueSettings(BaseModel):
     replicas: int = Field(default=1, ge=1, le=5)
     duplicate_window_seconds: float = Field(default=120, gt=0)
     ack_wait_seconds: float = Field(default=30, gt=0)
-    # -1: unlimited; the worker dead-letters after the task's own max_retries.
-    max_deliveries: int = Field(default=-1, ge=-1)
+    # A backstop: the worker dead-letters after the task's own max_retries, and a
+    # message whose deliveries run out is dead-lettered as poison (-1: unlimited).
+    max_deliveries: int = Field(default=DEFAULT_MAX_DELIVERIES, ge=-1)
     max_ack_pending: int = Field(default=10_000, ge=1)
     # Redelivery delays after an ack timeout (JetStream consumer backoff); empty: ack_wait.
     backoff_seconds: tuple[float, ...] = ()

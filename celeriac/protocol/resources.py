@@ -68,10 +68,12 @@ class Delivery(KubeModel):
         "before it is redelivered.",
     )
     max_deliveries: int = Field(
-        default=-1,
+        default=jetstream.DEFAULT_MAX_DELIVERIES,
         ge=-1,
-        description="Deliveries before JetStream gives up on a task (-1: unlimited; the "
-        "worker dead-letters after the task's own max_retries).",
+        description="Deliveries of one task before JetStream stops delivering it; the "
+        "worker then dead-letters it as poison. Keep it above the tasks' max_retries + 1 "
+        "(a task whose retries it cuts short is dead-lettered with reason max_deliveries). "
+        "-1: unlimited.",
     )
     max_ack_pending: int = Field(
         default=10_000, ge=1, description="Tasks that may be in flight at once over all workers."
