@@ -4,24 +4,22 @@ One ``Broker`` per event loop: it owns a NATS connection, declares queues on fir
 use, publishes task envelopes (now, or as JetStream message schedules when delayed),
 and opens the results and revocation buckets. The first connect gives up after
 ``connect_timeout``; once connected, the connection reconnects for as long as it
-takes, and ``Connection`` follows (and logs, once per outage) its state.
+takes, and a ``Connection`` follows its state. A failed publish says which task ids
+may have been stored and which were refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.errors import StaleConnectionError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
+from celeriac.connection import Connection, abandon, close_disconnected, describe
 from celeriac.declaring import Declarer, QueueInfo
 from celeriac.exceptions import (
     BatchPublishError,
@@ -38,20 +36,6 @@ from celeriac.results import ResultStore
 from celeriac.revocation import RevocationStore
 from celeriac.submitting import Delayed, due_time
 
-# BatchPublishError and PublishError live in celeriac.exceptions; also importable here.
-__all__ = [
-    "DEFAULT_CONNECT_TIMEOUT",
-    "PUBLISH_TIMEOUT",
-    "BatchPublishError",
-    "Broker",
-    "Connection",
-    "PublishError",
-    "describe",
-    "display_url",
-]
-
-log = logging.getLogger(__name__)
-
 # JetStream error codes for "message schedules is disabled" / "pattern is invalid".
 _SCHEDULES_DISABLED = 10188
 PUBLISH_TIMEOUT = 10.0
@@ -64,80 +48,6 @@ _RESUBMIT = (
 _RESUBMIT_MANY = (
     f"Sending them again with the same task ids is safe: JetStream drops a repeated id {_WINDOW}."
 )
-
-
-def display_url(url: str) -> str:
-    """``url`` with any password replaced, for logs and error messages."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
-
-
-class Connection:
-    """The state of one NATS connection, fed by nats-py's callbacks.
-
-    Logs one WARNING when the connection drops and one INFO when it is back, instead
-    of nats-py's ERROR with a traceback per reconnect attempt.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = display_url(url)
-        self.last_error: BaseException | None = None
-        self.closing = False
-        self._up = asyncio.Event()
-        self._lost_at: float | None = None
-        self._on_disconnect: list[Callable[[], None]] = []
-
-    @property
-    def connected(self) -> bool:
-        """True while connected (no outage under way)."""
-        return self._up.is_set()
-
-    async def wait_connected(self) -> None:
-        """Return once connected, or once the connection is closed for good."""
-        await self._up.wait()
-
-    def on_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` whenever the connection drops; returns the remover."""
-        self._on_disconnect.append(callback)
-        return lambda: self._on_disconnect.remove(callback)
-
-    def opened(self) -> None:
-        """The first connect succeeded."""
-        self._up.set()
-
-    async def error_cb(self, exc: Exception) -> None:
-        """nats-py's error callback: attempts failing during an outage are expected."""
-        self.last_error = exc
-        # A lost connection is reported once, by disconnected_cb; other errors (a slow
-        # consumer, a permission violation) while connected are worth a warning.
-        lost = isinstance(exc, (OSError, TimeoutError, StaleConnectionError))
-        if self.connected and not self.closing and not lost:
-            log.warning("NATS at %s: %s", self.url, describe(exc))
-        else:
-            log.debug("NATS at %s: %r", self.url, exc)
-
-    async def disconnected_cb(self) -> None:
-        """nats-py's disconnected callback (also called when the connection closes)."""
-        self._up.clear()
-        for callback in list(self._on_disconnect):
-            callback()
-        if self.closing or self._lost_at is not None:
-            return
-        self._lost_at = asyncio.get_running_loop().time()
-        log.warning("disconnected from NATS at %s; reconnecting", self.url)
-
-    async def reconnected_cb(self) -> None:
-        """nats-py's reconnected callback."""
-        self._up.set()
-        if self._lost_at is not None:
-            lost = asyncio.get_running_loop().time() - self._lost_at
-            self._lost_at = None
-            log.info("reconnected to NATS at %s after %.1f s", self.url, lost)
-
-    async def closed_cb(self) -> None:
-        """nats-py's closed callback: wake the waiters, whose next call fails clearly."""
-        if not self.closing:
-            log.warning("the connection to NATS at %s is closed", self.url)
-        self._up.set()
 
 
 class Broker:
@@ -191,17 +101,17 @@ class Broker:
                     closed_cb=connection.closed_cb,
                 )
         except TimeoutError:
-            await _abandon(nc, connection)
+            await abandon(nc, connection)
             last = f"; last error: {connection.last_error!r}" if connection.last_error else ""
             raise CeleriacError(
                 f"cannot connect to NATS at {connection.url}: tried for "
                 f"{connect_timeout:g} s{last} (connect_timeout / CELERIAC_CONNECT_TIMEOUT)"
             ) from None
         except Exception as exc:
-            await _abandon(nc, connection)
+            await abandon(nc, connection)
             raise CeleriacError(f"cannot connect to NATS at {connection.url}: {exc!r}") from exc
         except asyncio.CancelledError:
-            await _abandon(nc, connection)
+            await abandon(nc, connection)
             raise
         connection.opened()
         return cls(nc, declare=declare, result_ttl=result_ttl, connection=connection)
@@ -212,7 +122,7 @@ class Broker:
         if self.nc.is_connected:
             await self.nc.drain()
         elif not self.nc.is_closed:
-            await _close_disconnected(self.nc)
+            await close_disconnected(self.nc)
         await self.pubacks.close()  # fails what drain left without an acknowledgement
 
     async def ensure_queue(self, queue: str) -> QueueInfo:
@@ -323,28 +233,6 @@ class Broker:
         )
 
 
-async def _abandon(nc: Client, connection: Connection) -> None:
-    """Stop a first connect that failed: its attempts and their tasks."""
-    connection.closing = True
-    with contextlib.suppress(Exception):  # it may have failed before it began
-        await nc.close()
-
-
-async def _close_disconnected(nc: Client) -> None:
-    """Close a connection that is reconnecting (nats-py refuses to drain it).
-
-    nats-py then writes what it buffered to the dead socket, and when that fails it
-    stops before ending its subscriptions' tasks: end them here, or they outlive the loop.
-    """
-    try:
-        await nc.close()
-    except OSError:
-        for sub in list(nc._subs.values()):  # no public way after a failed close
-            sub._stop_processing()
-        nc._subs.clear()
-    await asyncio.sleep(0)  # let the cancelled tasks finish
-
-
 def _publication(item: Delayed, info: QueueInfo) -> Publication:
     """The publish for ``item`` on its (declared) queue; refuses a delay it cannot hold."""
     pub = task_publication(item.message, due_time(item.countdown, item.eta))
@@ -378,11 +266,6 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, NoStreamResponseError):
         return "no stream captures its subject"
     return describe(exc)
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of ``exc`` (just the type when it has no message)."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _count(n: int) -> str:

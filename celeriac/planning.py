@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from nats.errors import Error as NatsError
 
-from celeriac.broker import Broker, describe
+from celeriac.broker import Broker
+from celeriac.connection import describe
 from celeriac.exceptions import BatchPublishError, PublishError
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState

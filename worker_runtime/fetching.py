@@ -30,7 +30,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
 
 if TYPE_CHECKING:
-    from celeriac.broker import Connection
+    from celeriac.connection import Connection
 
 log = logging.getLogger(__name__)
 

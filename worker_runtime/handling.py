@@ -11,23 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nats.errors import (
-    ConnectionClosedError,
-    FlushTimeoutError,
-    NoRespondersError,
-    OutboundBufferLimitError,
-    StaleConnectionError,
-)
-from nats.js.errors import NoStreamResponseError
-
-from celeriac.protocol import names
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
 from celeriac.task import Request
@@ -37,9 +26,11 @@ from celeriac.worker_runtime.deadletters import HEADROOM, fit, original_headers,
 from celeriac.worker_runtime.decoding import Rejection, decode_task
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import MAX_ERROR_CHARS, Call, ErrorInfo, Outcome, Pool
+from celeriac.worker_runtime.limits import DeliveryLimits
 from celeriac.worker_runtime.logs import current_task_id
 from celeriac.worker_runtime.metrics import WorkerMetrics
-from celeriac.worker_runtime.records import success_document
+from celeriac.worker_runtime.persisting import TRANSIENT, persist
+from celeriac.worker_runtime.records import storable_success
 from celeriac.worker_runtime.revoked import RevokedMirror
 
 if TYPE_CHECKING:
@@ -53,27 +44,12 @@ log = logging.getLogger(__name__)
 _DEAD_LETTER_RETRY_DELAY = 5.0
 # When the result store or canvas fails after the task ran, redeliver this much later.
 _SETTLE_RETRY_DELAY = 2.0
-# Waits between attempts to store a result or dead letter while NATS is away.
-_PERSIST_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # A task still running this long after it began gets a STARTED record; a shorter one
 # goes straight to its final state, which spares the many short tasks a write each.
 STARTED_AFTER = 0.05
 # Outcomes whose storing failed, kept so a redelivery to this worker settles them
 # without running the task again; the oldest are forgotten beyond this many.
 _UNSETTLED_KEPT = 10_000
-# How long the consumer's maxDeliveries, read from the server, is trusted.
-_LIMIT_TTL = 60.0
-# Errors of a connection that is down or slow: the same write may work later. Any
-# other error storing or continuing an outcome will fail again the same way.
-_TRANSIENT = (
-    TimeoutError,
-    NoRespondersError,
-    NoStreamResponseError,
-    ConnectionClosedError,
-    StaleConnectionError,
-    OutboundBufferLimitError,
-    FlushTimeoutError,
-)
 
 
 class DeadLetterError(Exception):
@@ -95,10 +71,11 @@ class Handler:
     _unsettled: OrderedDict[tuple[str, int], tuple[Outcome, int]] = field(
         init=False, default_factory=OrderedDict
     )
-    _limits: dict[str, tuple[int | None, float]] = field(init=False, default_factory=dict)
+    limits: DeliveryLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.continuation = Continuation(self.broker)
+        self.limits = DeliveryLimits(self.broker)
 
     async def handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
         """Process one delivery; never raises except when cancelled.
@@ -219,7 +196,13 @@ class Handler:
         # The value is stored, or handed to the next step: either way it must be JSON.
         passed_on = bool(message.chain) or message.chord is not None
         if outcome.error is None and (not quiet or passed_on):
-            serialized = self._success_document(message, outcome, retries)
+            serialized = storable_success(
+                message.task,
+                outcome.value,
+                retries=retries,
+                worker=self.worker_name,
+                max_payload=self.broker.nc.max_payload,
+            )
             if isinstance(serialized, ErrorInfo):
                 # The same code would return the same value: retrying is useless.
                 outcome.error = serialized
@@ -252,28 +235,6 @@ class Handler:
             timer.cancel()
             if started:
                 await started[0]
-
-    def _success_document(
-        self, message: TaskMessage, outcome: Outcome, retries: int
-    ) -> bytes | ErrorInfo:
-        """The SUCCESS record's bytes, or the error when the value is not plain JSON."""
-        try:
-            document = success_document(
-                message.task, outcome.value, retries=retries, worker=self.worker_name
-            )
-        except (TypeError, ValueError, RecursionError) as exc:
-            kind = type(outcome.value).__name__
-            problem = f"the task's result ({kind}) is not JSON-serializable: {exc}"
-            return ErrorInfo("TypeError", problem[:MAX_ERROR_CHARS])
-        limit = self.broker.nc.max_payload - HEADROOM
-        if len(document) > limit:
-            return ErrorInfo(
-                "ResultTooLarge",
-                f"result too large: {_size(len(document))}, max payload "
-                f"{_size(self.broker.nc.max_payload)} (store big data elsewhere and return "
-                "a reference to it)",
-            )
-        return document
 
     def _call(self, task: Task, message: TaskMessage, delivery: Delivery, retries: int) -> Call:
         request = None
@@ -328,10 +289,10 @@ class Handler:
         log.info("succeeded in %.3fs", outcome.duration)
         if document is not None:
             results = self.broker.results
-            await _persist(lambda: results.put_raw(message.id, document), "result")
+            await persist(lambda: results.put_raw(message.id, document), "result")
         try:
             await self.continuation.on_success(message, outcome.value)
-        except _TRANSIENT:
+        except TRANSIENT:
             raise
         except Exception as exc:  # an invalid next step: sending it again fails again
             await self._continuation_failed(delivery, message, exc)
@@ -374,7 +335,7 @@ class Handler:
         if isinstance(plan, GiveUp):
             await self._gave_up(delivery, message, error, retries, quiet)
             return
-        limit = await self._delivery_limit(delivery.queue)
+        limit = await self.limits.of(delivery.queue)
         if limit is not None and delivery.deliveries >= limit:
             # JetStream will not deliver it again: a NAK would leave it in the stream.
             note = (
@@ -450,7 +411,7 @@ class Handler:
         )
         letter = fit(letter, msg.data or b"", self.broker.nc.max_payload - HEADROOM)
         try:
-            await _persist(lambda: publish_dead_letter(self.broker, letter), "dead letter")
+            await persist(lambda: publish_dead_letter(self.broker, letter), "dead letter")
         except Exception as exc:
             raise DeadLetterError(f"dead letter not stored ({exc!r})") from exc
         self.metrics.of(delivery.queue, source.task or "-").dead_lettered.inc()
@@ -462,7 +423,7 @@ class Handler:
 
     async def _store(self, message: TaskMessage, record: ResultRecord) -> None:
         record = record.model_copy(update={"task": message.task})
-        await _persist(lambda: self.broker.results.put(message.id, record), "result")
+        await persist(lambda: self.broker.results.put(message.id, record), "result")
 
     async def _store_unless_final(self, message: TaskMessage, record: ResultRecord) -> bool:
         """Store ``record`` unless the id already has a final result (a message reusing
@@ -474,22 +435,6 @@ class Handler:
         await self._store(message, record)
         return True
 
-    async def _delivery_limit(self, queue: str) -> int | None:
-        """The consumer's maxDeliveries (None: unlimited), read at most once a minute."""
-        known = self._limits.get(queue)
-        now = time.monotonic()
-        if known is not None and now - known[1] < _LIMIT_TTL:
-            return known[0]
-        try:
-            info = await self.broker.js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME)
-        except Exception as exc:  # unknown for now: assume unlimited, ask again next time
-            log.debug("cannot read the consumer of %s: %r", queue, exc)
-            return None
-        limit = info.config.max_deliver
-        value = limit if limit is not None and limit > 0 else None
-        self._limits[queue] = (value, now)
-        return value
-
 
 def _first(*values: int | None) -> int | None:
     for value in values:
@@ -498,28 +443,8 @@ def _first(*values: int | None) -> int | None:
     return None
 
 
-def _size(count: int) -> str:
-    if count >= 1 << 20 and count % (1 << 20) == 0:
-        return f"{count >> 20} MiB"
-    if count >= 1_000_000:
-        return f"{count / 1e6:.1f} MB"
-    return f"{count / 1e3:.1f} kB" if count >= 1000 else f"{count} B"
-
-
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-async def _persist(write: Callable[[], Awaitable[None]], what: str) -> None:
-    """Retry a write through a short NATS outage (a server restart) before giving up."""
-    for delay in _PERSIST_DELAYS:
-        try:
-            await write()
-            return
-        except (TimeoutError, NoRespondersError, NoStreamResponseError) as exc:
-            log.warning("storing the %s failed (%r); trying again in %gs", what, exc, delay)
-            await asyncio.sleep(delay)
-    await write()
 
 
 async def _nak_or_log(delivery: Delivery, delay: float) -> None:
