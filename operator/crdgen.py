@@ -208,7 +208,7 @@ def workerpool_crd() -> dict[str, Any]:
         "Celeriac workers for some queues, scaled on their backlog.",
         r.WorkerPoolSpec,
         r.WorkerPoolStatus,
-        [],
+        r.WORKERPOOL_ROOT_RULES,
     )
     return _crd(
         "WorkerPool",

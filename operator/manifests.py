@@ -72,14 +72,26 @@ def owner_reference(pool: PoolRef) -> dict[str, Any]:
     }
 
 
+# Of the pod's grace period, what the worker keeps for NAKing what is still running
+# and exiting before the kubelet's SIGKILL.
+DRAIN_MARGIN = 5
+
+
+def drain_timeout(grace_seconds: int) -> float:
+    """How long a stopping worker lets tasks finish: the grace period minus a margin
+    (never below a second, so even a short grace period drains what it can)."""
+    return float(max(1, grace_seconds - DRAIN_MARGIN))
+
+
 def worker_command(spec: WorkerPoolSpec) -> list[str]:
-    """``celeriac worker`` with the pool's app, queues, concurrency and pool kind."""
+    """``celeriac worker`` with the pool's app, queues, concurrency, pool kind and drain."""
     return [
         "celeriac", "worker",
         "-A", spec.app,
         "-Q", ",".join(spec.queues),
         "-c", str(spec.concurrency),
         "--pool", spec.pool,
+        "--drain-timeout", f"{drain_timeout(spec.termination_grace_period_seconds):g}",
     ]  # fmt: skip
 
 

@@ -38,14 +38,25 @@ QueueName = Annotated[str, Field(pattern=names.QUEUE_NAME_PATTERN, max_length=63
 # ---------------------------------------------------------------------------- TaskQueue
 
 
+# Workers heartbeat every third of ackWait (at most every 100 ms), and JetStream counts
+# in whole nanoseconds: below a second a task is redelivered while it runs, or the
+# value rounds to zero and silently becomes the server's default.
+MIN_ACK_WAIT = 1.0
+ACK_WAIT_MESSAGE = "ackWait must be at least 1s"
+# Longest duration JetStream takes (its nanosecond counts overflow at ~292 years).
+MAX_DURATION = 100 * 365 * 86_400
+MAX_DURATION_MESSAGE = "must be at most 36500d (100 years)"
+
+
 class Delivery(KubeModel):
     """How tasks are handed to workers and redelivered."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                f"!self.ackWait.matches({ZERO_DURATION_CEL})",
-                "ackWait must be longer than zero",
+                # CEL's duration() has no days; a value in days is long enough anyway.
+                "self.ackWait.contains('d') || duration(self.ackWait) >= duration('1s')",
+                ACK_WAIT_MESSAGE,
                 ".ackWait",
             ),
             cel(
@@ -88,8 +99,8 @@ class Delivery(KubeModel):
 
     @model_validator(mode="after")
     def _check(self) -> Delivery:
-        if parse_duration(self.ack_wait) <= 0:
-            raise ValueError("ackWait must be longer than zero")
+        if parse_duration(self.ack_wait) < MIN_ACK_WAIT:
+            raise ValueError(ACK_WAIT_MESSAGE)
         if self.max_deliveries == 0:
             raise ValueError("maxDeliveries must be -1 or at least 1")
         if self.max_deliveries != -1 and self.max_deliveries <= len(self.retry_backoff):
@@ -123,12 +134,6 @@ class TaskQueueSpec(KubeModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel(
-                "has(self.queue) == has(oldSelf.queue) && "
-                "(!has(self.queue) || self.queue == oldSelf.queue)",
-                "queue is immutable: create a new TaskQueue instead",
-                ".queue",
-            ),
             cel(
                 f"!self.duplicateWindow.matches({ZERO_DURATION_CEL})",
                 "duplicateWindow must be longer than zero",
@@ -165,8 +170,28 @@ class TaskQueueSpec(KubeModel):
 
     @model_validator(mode="after")
     def _check(self) -> TaskQueueSpec:
-        if parse_duration(self.duplicate_window) <= 0:
+        window, max_age = parse_duration(self.duplicate_window), parse_duration(self.max_age)
+        if window <= 0:
             raise ValueError("duplicateWindow must be longer than zero")
+        durations = {
+            "maxAge": max_age,
+            "duplicateWindow": window,
+            "delivery.ackWait": parse_duration(self.delivery.ack_wait),
+            "deadLetter.maxAge": parse_duration(self.dead_letter.max_age),
+        }
+        durations |= {
+            f"delivery.retryBackoff[{i}]": parse_duration(d)
+            for i, d in enumerate(self.delivery.retry_backoff)
+        }
+        for field, seconds in durations.items():
+            if seconds > MAX_DURATION:
+                raise ValueError(f"{field} {MAX_DURATION_MESSAGE}")
+        if max_age > 0 and window > max_age:
+            # JetStream refuses such a stream: a task could outlive its own dedup entry.
+            raise ValueError(
+                f"duplicateWindow ({self.duplicate_window}) must not be longer than "
+                f"maxAge ({self.max_age})"
+            )
         return self
 
     def queue_name(self, resource_name: str) -> str:
@@ -388,5 +413,20 @@ TASKQUEUE_ROOT_RULES: list[dict[str, str]] = [
         f"has(self.spec.queue) || self.metadata.name.matches('{names.QUEUE_NAME_PATTERN}')",
         "metadata.name is not a valid queue name (1-63 lowercase letters, digits, '-' or '_'); "
         "rename the TaskQueue or set spec.queue",
+    ),
+    # The queue in use is spec.queue, else the name: writing the name into spec.queue
+    # changes nothing and is allowed; any other change is not.
+    cel(
+        "(has(self.spec.queue) ? self.spec.queue : self.metadata.name) == "
+        "(has(oldSelf.spec.queue) ? oldSelf.spec.queue : oldSelf.metadata.name)",
+        "spec.queue is immutable: create a new TaskQueue instead",
+        ".spec.queue",
+    ),
+]
+# A pool's name is the value of its pods' celeriac.io/pool label: at most 63 characters.
+WORKERPOOL_ROOT_RULES: list[dict[str, str]] = [
+    cel(
+        "size(self.metadata.name) <= 63",
+        "metadata.name must be at most 63 characters: it labels the pool's pods",
     ),
 ]

@@ -155,6 +155,7 @@ def test_examples_make_stream_consumer_and_deployment(operator: Any, namespace: 
     container = pod["containers"][0]
     assert container["command"] == [
         "celeriac", "worker", "-A", "shop.tasks:app", "-Q", name, "-c", "8", "--pool", "asyncio",
+        "--drain-timeout", "55",  # the example's 60 s grace period, less the exit margin
     ]  # fmt: skip
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CELERIAC_NATS_URL"] == kube.nats_url

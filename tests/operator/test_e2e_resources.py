@@ -56,4 +56,16 @@ def test_queue_name_is_immutable(crds: KubeEnvironment, namespace: str) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest % "first")
     proc = crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest % "second", check=False)
     assert proc.returncode != 0
-    assert "queue is immutable" in proc.stderr
+    assert "spec.queue is immutable" in proc.stderr
+
+
+def test_writing_the_name_as_the_queue_changes_nothing(
+    crds: KubeEnvironment, namespace: str
+) -> None:
+    plain = "apiVersion: celeriac.io/v1alpha1\nkind: TaskQueue\nmetadata: {name: payouts}\n"
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=plain)
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=plain + "spec: {queue: payouts}\n")
+    proc = crds.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=plain + "spec: {queue: other}\n", check=False
+    )
+    assert proc.returncode != 0 and "spec.queue is immutable" in proc.stderr

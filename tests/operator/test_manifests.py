@@ -60,12 +60,15 @@ def test_identity_owner_and_labels() -> None:
 @pytest.mark.parametrize(
     ("extra", "command_tail"),
     [
-        ({}, ["-c", "10", "--pool", "asyncio"]),
-        ({"concurrency": 3, "pool": "processes"}, ["-c", "3", "--pool", "processes"]),
-        ({"pool": "threads"}, ["-c", "10", "--pool", "threads"]),
+        ({}, ["-c", "10", "--pool", "asyncio", "--drain-timeout", "25"]),
+        ({"concurrency": 3, "pool": "processes"},
+         ["-c", "3", "--pool", "processes", "--drain-timeout", "25"]),
+        ({"pool": "threads", "terminationGracePeriodSeconds": 60},
+         ["-c", "10", "--pool", "threads", "--drain-timeout", "55"]),
     ],
-)
+)  # fmt: skip
 def test_command(extra: dict[str, Any], command_tail: list[str]) -> None:
+    """The drain timeout follows the pod's grace period, leaving time to exit cleanly."""
     assert container(build(**extra))["command"] == [
         "celeriac", "worker", "-A", "shop.tasks:app", "-Q", "emails,reports", *command_tail,
     ]  # fmt: skip
@@ -173,3 +176,10 @@ def test_credentials_secret_is_mounted() -> None:
 def test_a_spec_change_changes_the_template() -> None:
     assert build()["spec"]["template"] != build(concurrency=5)["spec"]["template"]
     assert build()["spec"]["template"] == build()["spec"]["template"]
+
+
+@pytest.mark.parametrize(
+    ("grace", "drain"), [(0, 1.0), (3, 1.0), (6, 1.0), (7, 2.0), (30, 25.0), (3600, 3595.0)]
+)
+def test_drain_timeout_leaves_a_margin_of_the_grace_period(grace: int, drain: float) -> None:
+    assert manifests.drain_timeout(grace) == drain

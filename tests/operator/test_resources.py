@@ -86,7 +86,14 @@ INVALID: list[tuple[type[Any], dict[str, Any], str]] = [
     (TaskQueueSpec, {"maxAge": "7 days"}, "maxAge"),
     (TaskQueueSpec, {"replicas": 0}, "replicas"),
     (TaskQueueSpec, {"duplicateWindow": "0s"}, "duplicateWindow"),
-    (TaskQueueSpec, {"delivery": {"ackWait": "0s"}}, "ackWait"),
+    (TaskQueueSpec, {"delivery": {"ackWait": "0s"}}, "ackWait must be at least 1s"),
+    (TaskQueueSpec, {"delivery": {"ackWait": "50ms"}}, "ackWait must be at least 1s"),
+    (TaskQueueSpec, {"delivery": {"ackWait": "0.0000000001s"}}, "ackWait must be at least 1s"),
+    (TaskQueueSpec, {"maxAge": "1h", "duplicateWindow": "2h"},
+     r"duplicateWindow \(2h\) must not be longer than maxAge \(1h\)"),
+    (TaskQueueSpec, {"maxAge": "99999999d"}, "maxAge must be at most 36500d"),
+    (TaskQueueSpec, {"delivery": {"retryBackoff": ["1s", "40000d"]}},
+     r"delivery.retryBackoff\[1\] must be at most"),
     (TaskQueueSpec, {"delivery": {"maxDeliveries": 0}}, "maxDeliveries"),
     (TaskQueueSpec, {"delivery": {"maxDeliveries": 2, "retryBackoff": ["1s", "2s"]}},
      "maxDeliveries"),
@@ -100,6 +107,12 @@ INVALID: list[tuple[type[Any], dict[str, Any], str]] = [
     (WorkerPoolSpec, {**POOL, "autoscaling": {"targetBacklogPerReplica": 5,
                                               "targetDrainTime": "1m"}}, "targetDrainTime"),
 ]  # fmt: skip
+
+
+def test_valid_edges_are_accepted() -> None:
+    TaskQueueSpec.model_validate({"delivery": {"ackWait": "1s"}})
+    TaskQueueSpec.model_validate({"maxAge": "0s", "duplicateWindow": "2h"})  # 0s: no age limit
+    TaskQueueSpec.model_validate({"maxAge": "36500d", "duplicateWindow": "2m"})
 
 
 @pytest.mark.parametrize(("model", "data", "field"), INVALID)
