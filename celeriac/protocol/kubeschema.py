@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 # Durations are written like Go/Kubernetes durations, plus days: "500ms", "30s", "1h30m", "7d".
@@ -53,13 +53,6 @@ def validations(*rules: dict[str, str]) -> dict[str, Any]:
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
-IntOrString = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
-# Kubernetes types Celeriac passes through to the pod unchanged; the API server's own
-# validation of the Deployment checks them.
-OpaqueObject = Annotated[
-    dict[str, Any],
-    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
-]
 
 
 class KubeModel(BaseModel):

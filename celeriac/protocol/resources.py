@@ -19,13 +19,22 @@ from celeriac.protocol.kubeschema import (
     ZERO_DURATION_CEL,
     Condition,
     Duration,
-    IntOrString,
     KubeModel,
-    OpaqueObject,
     cel,
     object_default,
     parse_duration,
     validations,
+)
+from celeriac.protocol.podfields import (
+    ENV_NAME_PATTERN,
+    Affinity,
+    Annotations,
+    EnvFromSource,
+    EnvVarSource,
+    Labels,
+    PodSecurityContext,
+    Quantities,
+    Toleration,
 )
 
 GROUP = "celeriac.io"
@@ -300,16 +309,16 @@ class Autoscaling(KubeModel):
 class Resources(KubeModel):
     """Compute resources of each worker container."""
 
-    limits: dict[str, IntOrString] = Field(default_factory=dict)
-    requests: dict[str, IntOrString] = Field(default_factory=dict)
+    limits: Quantities = Field(default_factory=dict)
+    requests: Quantities = Field(default_factory=dict)
 
 
 class EnvVar(KubeModel):
     """An environment variable, as in a Kubernetes container."""
 
-    name: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN)
     value: str | None = None
-    value_from: OpaqueObject | None = None
+    value_from: EnvVarSource | None = None
 
 
 class PoolNats(KubeModel):
@@ -354,17 +363,17 @@ class WorkerPoolSpec(KubeModel):
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None
     env: list[EnvVar] = Field(default_factory=list, max_length=256)
-    env_from: list[OpaqueObject] = Field(default_factory=list, max_length=64)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[OpaqueObject] = Field(default_factory=list)
-    affinity: OpaqueObject | None = None
+    env_from: list[EnvFromSource] = Field(default_factory=list, max_length=64)
+    node_selector: Labels = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    affinity: Affinity | None = None
     service_account_name: str | None = Field(default=None, max_length=253)
     termination_grace_period_seconds: int = Field(
         default=30, ge=0, le=86_400, description="Time a stopping worker has to finish tasks."
     )
-    pod_labels: dict[str, str] = Field(default_factory=dict)
-    pod_annotations: dict[str, str] = Field(default_factory=dict)
-    security_context: OpaqueObject | None = Field(
+    pod_labels: Labels = Field(default_factory=dict)
+    pod_annotations: Annotations = Field(default_factory=dict)
+    security_context: PodSecurityContext | None = Field(
         default=None,
         description="Pod security context replacing the default (non-root, RuntimeDefault "
         "seccomp).",

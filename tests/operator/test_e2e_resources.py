@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from celeriac_devenv.cluster import KubeEnvironment
+
+from celeriac.operator import kubeschemas
 
 pytestmark = pytest.mark.e2e
 
@@ -69,3 +72,14 @@ def test_writing_the_name_as_the_queue_changes_nothing(
         "apply", "-n", namespace, "-f", "-", input=plain + "spec: {queue: other}\n", check=False
     )
     assert proc.returncode != 0 and "spec.queue is immutable" in proc.stderr
+
+
+def test_stored_kube_schemas_match_the_api_server(crds: KubeEnvironment) -> None:
+    """The pod-field schemas in the CRD are the running API server's own."""
+    live = json.loads(crds.kubectl("get", "--raw", "/openapi/v3/api/v1").stdout)
+    stored = json.loads(kubeschemas.STORED.read_text())
+    assert kubeschemas.extract(live) == stored, (
+        "celeriac/protocol/kubeschemas.json is out of date: run "
+        "`kubectl get --raw /openapi/v3/api/v1 | python -m celeriac.operator.kubeschemas -` "
+        "then `python -m celeriac.operator.crdgen`"
+    )

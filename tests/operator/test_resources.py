@@ -99,6 +99,13 @@ INVALID: list[tuple[type[Any], dict[str, Any], str]] = [
      "maxDeliveries"),
     (TaskQueueSpec, {"deletionPolicy": "Purge"}, "deletionPolicy"),
     (WorkerPoolSpec, {**POOL, "queues": []}, "queues"),
+    (WorkerPoolSpec, {**POOL, "resources": {"limits": {"cpu": "lots"}}}, "cpu: 'lots'"),
+    (WorkerPoolSpec, {**POOL, "resources": {"requests": {"memory": "-512Mi"}}}, "memory"),
+    (WorkerPoolSpec, {**POOL, "env": [{"name": "MODE=fast", "value": "x"}]}, "env.0.name"),
+    (WorkerPoolSpec, {**POOL, "podLabels": {"team name": "x"}}, "'team name' is not a valid"),
+    (WorkerPoolSpec, {**POOL, "podLabels": {"team": "not a value"}}, "not a valid label value"),
+    (WorkerPoolSpec, {**POOL, "nodeSelector": {"a/b/c": "x"}}, "not a valid label key"),
+    (WorkerPoolSpec, {**POOL, "podAnnotations": {"bad key": "x"}}, "not a valid annotation key"),
     (WorkerPoolSpec, {**POOL, "app": "not a module"}, "app"),
     (WorkerPoolSpec, {**POOL, "pool": "gevent"}, "pool"),
     (WorkerPoolSpec, {**POOL, "concurrency": 0}, "concurrency"),
@@ -107,6 +114,18 @@ INVALID: list[tuple[type[Any], dict[str, Any], str]] = [
     (WorkerPoolSpec, {**POOL, "autoscaling": {"targetBacklogPerReplica": 5,
                                               "targetDrainTime": "1m"}}, "targetDrainTime"),
 ]  # fmt: skip
+
+
+def test_pod_fields_valid_in_a_pod_are_accepted() -> None:
+    WorkerPoolSpec.model_validate(
+        {
+            **POOL,
+            "resources": {"requests": {"cpu": "0.5", "memory": "256Mi"}, "limits": {"cpu": 2}},
+            "env": [{"name": "my.var-1", "value": "x"}],
+            "podLabels": {"team.example.com/name": "payments", "tier": ""},
+            "podAnnotations": {"example.com/owner": "any text at all"},
+        }
+    )
 
 
 def test_valid_edges_are_accepted() -> None:
