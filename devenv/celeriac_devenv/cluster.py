@@ -100,6 +100,20 @@ class KubeEnvironment:
             out["CELERIAC_NATS_URL"] = self.nats_url
         return out
 
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Stop the component ``name`` (e.g. ``kube-apiserver``) and start it again as it
+        was; for the API server, wait until it is ready (clients must cope meanwhile)."""
+        [old] = [p for p in self.processes if p.name == name]
+        old.stop(grace=10)
+        new = spawn(name, old.argv, log_dir=old.log_path.parent)
+        self.processes[self.processes.index(old)] = new
+        if name == "kube-apiserver":
+            ctx = _admin_tls(pki.Pki(self.workdir / "pki"))
+            wait_until(
+                lambda: _http_ok(f"{self.server}/readyz", ctx),
+                timeout=timeout, what="kube-apiserver /readyz after a restart", alive=new,
+            )  # fmt: skip
+
     def stop(self) -> None:
         """Stop every process, newest first."""
         for proc in reversed(self.processes):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import urllib.request
 import uuid
@@ -59,6 +61,13 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the operator, as an out-of-memory kill or a node loss would."""
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.popen.wait(timeout=30)
+            self.process = None
 
     def log(self) -> str:
         return self.process.log_tail(80) if self.process else ""
