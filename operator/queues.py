@@ -4,6 +4,8 @@ Streams and the consumer are built by :mod:`celeriac.protocol.jetstream` (the sa
 builders the SDK uses on a laptop). Creating is idempotent; on update, what
 JetStream cannot change in place (storage type, retention, ack policy) is left
 as it is and reported, so the TaskQueue status can say what to do about it.
+Both streams carry the owning TaskQueue's claim in their metadata
+(:mod:`celeriac.operator.claims`); an update keeps every other metadata key.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 
+from celeriac.operator import claims
 from celeriac.protocol import jetstream, names
 
 # Stream settings JetStream refuses to change on an existing stream.
@@ -63,12 +66,15 @@ def _differences(current: Any, wanted: dict[str, Any]) -> list[str]:
     return [k for k, v in wanted.items() if k != "name" and not _same(getattr(current, k), v)]
 
 
-async def _ensure_stream(js: JetStreamContext, wanted: dict[str, Any], report: QueueReport) -> None:
+async def _ensure_stream(
+    js: JetStreamContext, wanted: dict[str, Any], owner: str | None, report: QueueReport
+) -> None:
     name = str(wanted["name"])
     try:
         info = await js.stream_info(name)
     except NotFoundError:
-        await js.add_stream(StreamConfig(**wanted))
+        metadata = claims.claimed(None, owner) if owner else None
+        await js.add_stream(StreamConfig(**wanted, metadata=metadata))
         report.created.append(f"stream {name}")
         return
     wanted = dict(wanted)
@@ -81,13 +87,26 @@ async def _ensure_stream(js: JetStreamContext, wanted: dict[str, Any], report: Q
             )
             wanted[key] = have
     changed = _differences(info.config, wanted)
+    have_owner = (info.config.metadata or {}).get(claims.OWNER_KEY)
+    if owner and have_owner != owner:
+        changed.append("owner")
     if not changed:
         return
+    # An update replaces the whole config: metadata left out would be dropped.
+    have_metadata = info.config.metadata
+    wanted["metadata"] = (
+        claims.claimed(have_metadata, owner) if owner else claims.user_metadata(have_metadata)
+    )
     try:
         await js.update_stream(StreamConfig(**wanted))
         report.updated.append(f"stream {name} ({', '.join(changed)})")
     except APIError as exc:
         report.problems.append(f"stream {name}: JetStream refused {', '.join(changed)}: {exc}")
+        if owner and have_owner != owner:
+            # The claim must hold even when a setting cannot be applied.
+            info.config.metadata = wanted["metadata"]
+            await js.update_stream(info.config)
+            report.updated.append(f"stream {name} (owner)")
 
 
 async def _ensure_consumer(
@@ -123,12 +142,19 @@ async def _ensure_consumer(
 
 
 async def ensure_queue(
-    js: JetStreamContext, queue: str, settings: jetstream.QueueSettings
+    js: JetStreamContext,
+    queue: str,
+    settings: jetstream.QueueSettings,
+    owner: str | None = None,
 ) -> QueueReport:
-    """Create or update the work stream, dead-letter stream and consumer of ``queue``."""
+    """Create or update the work stream, dead-letter stream and consumer of ``queue``.
+
+    With ``owner`` both streams record that TaskQueue's claim. Whether it may claim
+    them is the caller's decision (:func:`claim_metadata`, :func:`claims.decide`).
+    """
     report = QueueReport()
-    await _ensure_stream(js, jetstream.work_stream_config(queue, settings), report)
-    await _ensure_stream(js, jetstream.dead_letter_stream_config(queue, settings), report)
+    await _ensure_stream(js, jetstream.work_stream_config(queue, settings), owner, report)
+    await _ensure_stream(js, jetstream.dead_letter_stream_config(queue, settings), owner, report)
     await _ensure_consumer(js, queue, settings, report)
     await ensure_buckets(js, report)
     return report
@@ -174,10 +200,44 @@ async def _dead_letters(js: JetStreamContext, queue: str) -> int:
     return int(dlq.state.messages)
 
 
+def _queue_streams(queue: str) -> tuple[str, str]:
+    return names.stream_name(queue), names.dead_letter_stream_name(queue)
+
+
+async def claim_metadata(js: JetStreamContext, queue: str) -> dict[str, str] | None:
+    """The metadata holding ``queue``'s claim: its work stream's, or its dead-letter
+    stream's when only that one exists; None when neither exists."""
+    for stream in _queue_streams(queue):
+        try:
+            info = await js.stream_info(stream)
+        except NotFoundError:
+            continue
+        return dict(info.config.metadata or {})
+    return None
+
+
+async def release_queue(js: JetStreamContext, queue: str, owner: str) -> list[str]:
+    """Remove ``owner``'s claim from the queue's streams (nothing else changes);
+    returns the streams released."""
+    released = []
+    for stream in _queue_streams(queue):
+        try:
+            info = await js.stream_info(stream)
+        except NotFoundError:
+            continue
+        config = info.config
+        if (config.metadata or {}).get(claims.OWNER_KEY) != owner:
+            continue
+        config.metadata = claims.released(config.metadata)
+        await js.update_stream(config)
+        released.append(stream)
+    return released
+
+
 async def delete_queue(js: JetStreamContext, queue: str) -> list[str]:
     """Delete the queue's streams (the consumer goes with its stream); returns what went."""
     deleted = []
-    for stream in (names.stream_name(queue), names.dead_letter_stream_name(queue)):
+    for stream in _queue_streams(queue):
         try:
             await js.delete_stream(stream)
             deleted.append(stream)

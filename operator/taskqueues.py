@@ -2,6 +2,12 @@
 
 Conditions: ``Ready`` (the queue's streams and consumer exist) and ``Synced``
 (they match the spec; when JetStream cannot change something the message says what).
+
+A queue belongs to one TaskQueue (:mod:`celeriac.operator.claims`). Another
+TaskQueue naming it is refused (``Ready=False``, reason ``QueueClaimed``), changes
+nothing in JetStream, and tries again on every status refresh: it takes the queue
+over once the owner is deleted. Reading a claim and writing it happen under one
+lock per queue, so two TaskQueues reconciled at once cannot both claim it.
 """
 
 from __future__ import annotations
@@ -9,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from celeriac.operator import queues
+from celeriac.operator import claims, queues
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
 from celeriac.operator.polling import poll_until_stopped
@@ -26,6 +34,8 @@ from celeriac.protocol.resources import GROUP, VERSION, TaskQueueSpec
 
 RESOURCE = (GROUP, VERSION, "taskqueues")
 STATUS_INTERVAL = 5.0
+# Attempts at releasing a Retain queue's claim before its TaskQueue goes anyway.
+RELEASE_ATTEMPTS = 6
 # Errors that mean NATS is unreachable right now: retry later, do not give up.
 NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
@@ -39,47 +49,95 @@ def parse_spec(body: Mapping[str, Any]) -> tuple[TaskQueueSpec, str]:
     return spec, spec.queue_name(body["metadata"]["name"])
 
 
-def _stats_status(stats: queues.QueueStats) -> dict[str, Any]:
+def _stats_status(stats: queues.QueueStats | None) -> dict[str, Any]:
     return {
-        "backlog": stats.pending,
-        "inFlight": stats.ack_pending,
-        "redelivered": stats.redelivered,
-        "deadLetters": stats.dead_letters,
+        "backlog": stats.pending if stats else None,
+        "inFlight": stats.ack_pending if stats else None,
+        "redelivered": stats.redelivered if stats else None,
+        "deadLetters": stats.dead_letters if stats else None,
     }
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
-async def reconcile_queue(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Create or update the queue's streams and consumer to match the spec."""
-    generation = body["metadata"].get("generation")
-    try:
-        spec, queue = parse_spec(body)
-    except ValueError as exc:
-        bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
-        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
-        raise kopf.PermanentError(f"invalid TaskQueue: {exc}") from None
-    connections: NatsConnections = memo.nats
-    try:
-        js = await connections.jetstream(spec.nats.url if spec.nats else None)
-        report = await queues.ensure_queue(js, queue, spec.to_queue_settings())
-        stats = await queues.queue_stats(js, queue)
-    except NATS_ERRORS as exc:
-        down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}", generation=generation)
-        write_status(patch.status, status, {}, [down])
-        raise kopf.TemporaryError(f"NATS unavailable: {exc!r}", delay=5) from None
-    await _report_events(memo.events, body, report)
-    fields = {
-        "observedGeneration": generation,
+def _queue_status(queue: str, stats: queues.QueueStats | None) -> dict[str, Any]:
+    """The status fields naming the queue's objects; None (removed) for a refused queue."""
+    owned = stats is not None
+    return {
         "queue": queue,
-        "stream": names.stream_name(queue),
-        "deadLetterStream": names.dead_letter_stream_name(queue),
-        "consumer": names.CONSUMER_NAME,
+        "stream": names.stream_name(queue) if owned else None,
+        "deadLetterStream": names.dead_letter_stream_name(queue) if owned else None,
+        "consumer": names.CONSUMER_NAME if owned else None,
         **_stats_status(stats),
     }
+
+
+def _owner(body: kopf.Body) -> str:
+    return claims.owner_of(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+class QueueLocks:
+    """One lock per queue (and NATS server), shared by every TaskQueue's handlers."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def __call__(self, server: str, queue: str) -> asyncio.Lock:
+        return self._locks.setdefault((server, queue), asyncio.Lock())
+
+
+@kopf.on.startup()
+async def make_queue_locks(memo: kopf.Memo, **_: Any) -> None:
+    """The claim locks live in the operator-wide memo (object memos are copies of it)."""
+    memo.queue_locks = QueueLocks()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`sync_queue` found and did.
+
+    ``report`` is None when nothing was reconciled (the queue is someone else's, or
+    it is ours and only its numbers were read); ``stats`` is None for a refused queue.
+    """
+
+    claim: claims.Claim
+    report: queues.QueueReport | None = None
+    stats: queues.QueueStats | None = None
+
+
+async def _open(
+    memo: kopf.Memo, spec: TaskQueueSpec, queue: str
+) -> tuple[JetStreamContext, asyncio.Lock]:
+    """The JetStream context of the queue's NATS, and the queue's claim lock."""
+    connections: NatsConnections = memo.nats
+    url = spec.nats.url if spec.nats else None
+    js = await connections.jetstream(url)
+    locks: QueueLocks = memo.queue_locks
+    return js, locks(url or connections.default_url, queue)
+
+
+async def sync_queue(
+    memo: kopf.Memo, spec: TaskQueueSpec, queue: str, owner: str, *, refresh: bool = False
+) -> Outcome:
+    """Check the claim, and if the queue is (or becomes) ``owner``'s, reconcile it.
+
+    With ``refresh`` an owned queue whose objects all exist is only read.
+    """
+    js, lock = await _open(memo, spec, queue)
+    async with lock:
+        claim = claims.decide(await queues.claim_metadata(js, queue), owner)
+        if claim.verdict is claims.Verdict.CLAIMED:
+            return Outcome(claim)
+        if refresh and claim.verdict is claims.Verdict.OWNED:
+            try:
+                return Outcome(claim, None, await queues.queue_stats(js, queue))
+            except nats.js.errors.NotFoundError:
+                pass  # deleted behind our back: recreate it
+        report = await queues.ensure_queue(js, queue, spec.to_queue_settings(), owner)
+        return Outcome(claim, report, await queues.queue_stats(js, queue))
+
+
+def _owned_conditions(
+    queue: str, report: queues.QueueReport, generation: int | None
+) -> list[dict[str, Any]]:
     synced = condition(
         "Synced",
         not report.problems,
@@ -87,8 +145,72 @@ async def reconcile_queue(
         "; ".join(report.problems) or "JetStream matches the spec",
         generation=generation,
     )
-    ready = condition("Ready", True, "QueueReady", f"queue {queue} is ready", generation=generation)
-    write_status(patch.status, status, fields, [ready, synced])
+    return [_ready(queue, generation), synced]
+
+
+def _ready(queue: str, generation: int | None) -> dict[str, Any]:
+    return condition("Ready", True, "QueueReady", f"queue {queue} is ready", generation=generation)
+
+
+async def _refused(
+    body: kopf.Body, status: Mapping[str, Any] | None, memo: kopf.Memo, queue: str, owner: str
+) -> list[dict[str, Any]]:
+    """The conditions of a TaskQueue refused because ``owner`` holds ``queue``.
+
+    A warning Event goes out when the TaskQueue was not refused (for this reason) already.
+    """
+    generation = body["metadata"].get("generation")
+    message = claims.refusal(queue, owner)
+    conditions = [
+        condition("Ready", False, "QueueClaimed", message, generation=generation),
+        condition("Synced", False, "QueueClaimed", message, generation=generation),
+    ]
+    conditions_before = (status or {}).get("conditions") or []
+    before: Mapping[str, Any] = next((c for c in conditions_before if c["type"] == "Ready"), {})
+    if (before.get("reason"), before.get("message")) != ("QueueClaimed", message):
+        events: Events = memo.events
+        await events.post(body, "QueueClaimed", message, "Warning")
+    return conditions
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def reconcile_queue(
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
+) -> None:
+    """Create or update the queue's streams and consumer to match the spec.
+
+    A queue that belongs to another TaskQueue is left alone: the status says whose
+    it is, and the status refresh tries again (no error, no retry of this handler).
+    """
+    generation = body["metadata"].get("generation")
+    try:
+        spec, queue = parse_spec(body)
+    except ValueError as exc:
+        bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
+        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
+        raise kopf.PermanentError(f"invalid TaskQueue: {exc}") from None
+    try:
+        outcome = await sync_queue(memo, spec, queue, _owner(body))
+    except NATS_ERRORS as exc:
+        down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}", generation=generation)
+        write_status(patch.status, status, {}, [down])
+        raise kopf.TemporaryError(f"NATS unavailable: {exc!r}", delay=5) from None
+    fields = {"observedGeneration": generation, **_queue_status(queue, outcome.stats)}
+    if outcome.report is None:  # refused: nothing touched
+        owner = str(outcome.claim.owner)
+        logger.info(f"queue {queue} belongs to TaskQueue {owner}; JetStream left as it is")
+        conditions = await _refused(body, status, memo, queue, owner)
+        write_status(patch.status, status, fields, conditions)
+        return
+    await _report_events(memo.events, body, outcome.report)
+    write_status(patch.status, status, fields, _owned_conditions(queue, outcome.report, generation))
 
 
 async def _report_events(events: Events, body: kopf.Body, report: queues.QueueReport) -> None:
@@ -124,7 +246,8 @@ async def watch_queue(
 
 
 async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.Memo) -> None:
-    """Keep the backlog numbers in the status fresh; recreate objects deleted behind our back."""
+    """Keep the backlog numbers in the status fresh; recreate objects deleted behind our
+    back; take the queue over when its owner let it go."""
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
@@ -132,49 +255,70 @@ async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.
         spec, queue = parse_spec(body)
     except ValueError:
         return
-    connections: NatsConnections = memo.nats
+    generation = meta.get("generation")
+    fields: dict[str, Any]
     try:
-        js = await connections.jetstream(spec.nats.url if spec.nats else None)
-        try:
-            stats = await queues.queue_stats(js, queue)
-        except nats.js.errors.NotFoundError:
-            report = await queues.ensure_queue(js, queue, spec.to_queue_settings())
-            await _report_events(memo.events, body, report)
-            stats = await queues.queue_stats(js, queue)
+        outcome = await sync_queue(memo, spec, queue, _owner(body), refresh=True)
     except NATS_ERRORS as exc:
         fields, conditions = {}, [condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")]
     else:
-        # The same condition the change handler wrote (generation included): no patch
+        # The same conditions the change handler wrote (generation included): no patch
         # unless something really changed.
-        ready = condition(
-            "Ready",
-            True,
-            "QueueReady",
-            f"queue {queue} is ready",
-            generation=meta.get("generation"),
-        )
-        fields, conditions = _stats_status(stats), [ready]
+        if outcome.stats is None:
+            owner = str(outcome.claim.owner)
+            fields = _queue_status(queue, None)
+            conditions = await _refused(body, status, memo, queue, owner)
+        elif outcome.report is None:
+            fields, conditions = _stats_status(outcome.stats), [_ready(queue, generation)]
+        else:  # created, recreated or taken over just now
+            await _report_events(memo.events, body, outcome.report)
+            fields = _queue_status(queue, outcome.stats)
+            conditions = _owned_conditions(queue, outcome.report, generation)
     changes = status_update(status, fields, conditions, time.time())
     if changes:
         writer: StatusWriter = memo.status_writer
         await writer.patch(RESOURCE[2], meta["namespace"], meta["name"], changes)
 
 
+def _not_ours(metadata: Mapping[str, str] | None, claim: claims.Claim) -> str:
+    if metadata is None:
+        return "has no streams"
+    if claim.owner:
+        return f"belongs to TaskQueue {claim.owner}"
+    return "has no owner (a deleting TaskQueue never adopts a queue)"
+
+
 @kopf.on.delete(*RESOURCE)
-async def delete_queue(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """Honour spec.deletionPolicy: Retain keeps the streams and tasks, Delete removes them."""
+async def delete_queue(body: kopf.Body, memo: kopf.Memo, logger: Any, retry: int, **_: Any) -> None:
+    """Honour spec.deletionPolicy on a queue this TaskQueue owns: Retain keeps the streams
+    and tasks and releases the claim, Delete removes them. Another's queue is left alone."""
     try:
         spec, queue = parse_spec(body)
     except ValueError:
         logger.warning("invalid TaskQueue deleted; nothing removed from JetStream")
         return
-    if spec.deletion_policy != "Delete":
-        logger.info(f"deletionPolicy Retain: keeping the streams of queue {queue}")
-        return
-    connections: NatsConnections = memo.nats
+    owner, delete = _owner(body), spec.deletion_policy == "Delete"
     try:
-        js = await connections.jetstream(spec.nats.url if spec.nats else None)
-        deleted = await queues.delete_queue(js, queue)
+        js, lock = await _open(memo, spec, queue)
+        async with lock:
+            metadata = await queues.claim_metadata(js, queue)
+            claim = claims.decide(metadata, owner)
+            if claim.verdict is not claims.Verdict.OWNED:
+                logger.info(f"queue {queue} {_not_ours(metadata, claim)}: JetStream left as it is")
+                return
+            if delete:
+                done = await queues.delete_queue(js, queue)
+            else:
+                done = await queues.release_queue(js, queue, owner)
     except NATS_ERRORS as exc:
-        raise kopf.TemporaryError(f"cannot delete queue {queue}: NATS: {exc!r}", delay=5) from None
-    logger.info(f"deletionPolicy Delete: removed {', '.join(deleted) or 'nothing (already gone)'}")
+        if not delete and retry + 1 >= RELEASE_ATTEMPTS:
+            logger.warning(
+                f"deletionPolicy Retain: could not release queue {queue} (NATS: {exc!r}); "
+                f"it stays claimed by {owner} until a TaskQueue of that name takes it back"
+            )
+            return
+        raise kopf.TemporaryError(f"queue {queue}: NATS: {exc!r}", delay=5) from None
+    if delete:
+        logger.info(f"deletionPolicy Delete: removed {', '.join(done) or 'nothing (already gone)'}")
+    else:
+        logger.info(f"deletionPolicy Retain: kept queue {queue}, released {', '.join(done)}")
