@@ -22,6 +22,7 @@ import kopf
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 from pydantic import ValidationError
 
 from celeriac.operator import claims, queues
@@ -198,6 +199,13 @@ async def reconcile_queue(
         raise kopf.PermanentError(f"invalid TaskQueue: {exc}") from None
     try:
         outcome = await sync_queue(memo, spec, queue, _owner(body))
+    except APIError as exc:
+        # JetStream answered and said no (e.g. replicas: 3 on a single server): a spec
+        # this NATS cannot hold, not an outage. It may fit later (the cluster grows).
+        message = f"JetStream refused queue {queue}: {exc.description} (code {exc.err_code})"
+        refused = condition("Ready", False, "JetStreamRefused", message, generation=generation)
+        write_status(patch.status, status, {"observedGeneration": generation}, [refused])
+        raise kopf.TemporaryError(message, delay=60) from None
     except NATS_ERRORS as exc:
         down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}", generation=generation)
         write_status(patch.status, status, {}, [down])

@@ -183,6 +183,21 @@ def test_scale_with_autoscaling_off(operator: Any, namespace: str) -> None:
     )
 
 
+def test_settings_jetstream_refuses_are_not_an_outage(operator: Any, namespace: str) -> None:
+    """Three replicas on a single nats-server: JetStream says no, and the status says so."""
+    kube, name = operator.kube, unique()
+    apply(kube, namespace, queue_obj(name, replicas=3))
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(get(kube, namespace, "tq", name), "Ready")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = wait(refused, "Ready=False")
+    assert cond["reason"] == "JetStreamRefused", cond
+    assert f"JetStream refused queue {name}" in cond["message"]
+    assert "NatsUnavailable" not in json.dumps(get(kube, namespace, "tq", name)["status"])
+
+
 def test_missing_queue_is_reported(operator: Any, namespace: str) -> None:
     kube, name = operator.kube, unique()
     apply(kube, namespace, pool_obj(name, [f"{name}-nowhere"]))
