@@ -22,6 +22,7 @@ from aiohttp import web
 
 from celeriac.operator import handlers
 from celeriac.operator.config import (
+    BUCKET_REPLICAS_ENV,
     NATS_CREDS_ENV,
     NATS_URL_ENV,
     WORKER_NATS_URL_ENV,
@@ -31,6 +32,13 @@ from celeriac.operator.kube import api_client
 from celeriac.operator.leadership import LeaseElector
 
 log = logging.getLogger("celeriac.operator")
+
+
+def _replicas(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"must be 1 to 5, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-nats-url",
         default=env.get(WORKER_NATS_URL_ENV) or None,
         help="NATS URL given to worker pods (default: --nats-url)",
+    )
+    add(
+        "--bucket-replicas",
+        type=_replicas,
+        default=env.get(BUCKET_REPLICAS_ENV) or 1,
+        help="replicas of the shared results, revocations and chords buckets, 1-5 "
+        f"(default: ${BUCKET_REPLICAS_ENV} or 1); set 3 on a NATS cluster",
     )
     add(
         "--kubeconfig",
@@ -131,6 +146,7 @@ async def run(args: argparse.Namespace) -> int:
         nats_credentials=args.nats_creds,
         worker_nats_url=args.worker_nats_url,
         kubeconfig=args.kubeconfig,
+        bucket_replicas=args.bucket_replicas,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

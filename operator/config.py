@@ -14,6 +14,7 @@ from pathlib import Path
 NATS_URL_ENV = "CELERIAC_NATS_URL"
 NATS_CREDS_ENV = "CELERIAC_NATS_CREDS"
 WORKER_NATS_URL_ENV = "CELERIAC_WORKER_NATS_URL"
+BUCKET_REPLICAS_ENV = "CELERIAC_BUCKET_REPLICAS"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
@@ -29,6 +30,8 @@ class OperatorConfig:
     kubeconfig: Path | None = None
     # How often TaskQueue status refreshes its backlog numbers, in seconds.
     queue_status_interval: float = 5.0
+    # Replicas of the shared results, revocations and chords buckets (JetStream R1-R5).
+    bucket_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -41,6 +44,7 @@ class OperatorConfig:
             nats_credentials=Path(creds) if creds else None,
             worker_nats_url=environ.get(WORKER_NATS_URL_ENV) or None,
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
+            bucket_replicas=int(environ.get(BUCKET_REPLICAS_ENV) or 1),
         )
 
     def nats_url_for_workers(self, pool_url: str | None) -> str:

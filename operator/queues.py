@@ -16,7 +16,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
-from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from celeriac.operator import claims
 from celeriac.protocol import jetstream, names
@@ -146,6 +146,8 @@ async def ensure_queue(
     queue: str,
     settings: jetstream.QueueSettings,
     owner: str | None = None,
+    *,
+    bucket_replicas: int = 1,
 ) -> QueueReport:
     """Create or update the work stream, dead-letter stream and consumer of ``queue``.
 
@@ -156,21 +158,33 @@ async def ensure_queue(
     await _ensure_stream(js, jetstream.work_stream_config(queue, settings), owner, report)
     await _ensure_stream(js, jetstream.dead_letter_stream_config(queue, settings), owner, report)
     await _ensure_consumer(js, queue, settings, report)
-    await ensure_buckets(js, report)
+    await ensure_buckets(js, report, bucket_replicas)
     return report
 
 
-async def ensure_buckets(js: JetStreamContext, report: QueueReport) -> None:
-    """Create the shared result, revocation and chord buckets when missing (never changed)."""
-    for config in jetstream.shared_bucket_configs():
+async def ensure_buckets(js: JetStreamContext, report: QueueReport, replicas: int = 1) -> None:
+    """Create the shared result, revocation and chord buckets when missing, and keep their
+    replicas at ``replicas`` (the only setting changed on an existing bucket)."""
+    for config in jetstream.shared_bucket_configs(replicas):
+        bucket = config["bucket"]
         try:
-            await js.key_value(config["bucket"])
-        except BucketNotFoundError:
+            info = await js.stream_info(f"KV_{bucket}")
+        except NotFoundError:
             try:
                 await js.create_key_value(KeyValueConfig(**config))
-                report.created.append(f"bucket {config['bucket']}")
+                report.created.append(f"bucket {bucket}")
             except BadRequestError:
                 pass  # created concurrently by someone else: fine
+            continue
+        if info.config.num_replicas == replicas:
+            continue
+        before = info.config.num_replicas
+        info.config.num_replicas = replicas
+        try:
+            await js.update_stream(info.config)
+            report.updated.append(f"bucket {bucket} (replicas {before} -> {replicas})")
+        except APIError as exc:
+            report.problems.append(f"bucket {bucket}: JetStream refused {replicas} replicas: {exc}")
 
 
 async def queue_stats(js: JetStreamContext, queue: str, *, dead_letters: bool = True) -> QueueStats:

@@ -132,7 +132,13 @@ async def sync_queue(
                 return Outcome(claim, None, await queues.queue_stats(js, queue))
             except nats.js.errors.NotFoundError:
                 pass  # deleted behind our back: recreate it
-        report = await queues.ensure_queue(js, queue, spec.to_queue_settings(), owner)
+        report = await queues.ensure_queue(
+            js,
+            queue,
+            spec.to_queue_settings(),
+            owner,
+            bucket_replicas=memo.config.bucket_replicas,
+        )
         return Outcome(claim, report, await queues.queue_stats(js, queue))
 
 

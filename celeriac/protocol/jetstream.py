@@ -91,11 +91,14 @@ REVOKED_TTL_SECONDS = 30 * 24 * 3600.0
 CHORDS_TTL_SECONDS = 7 * 24 * 3600.0
 
 
-def shared_bucket_configs() -> list[dict[str, Any]]:
+def shared_bucket_configs(replicas: int = 1) -> list[dict[str, Any]]:
     """Keyword arguments for nats-py's ``KeyValueConfig`` of every shared bucket."""
     ttls = {
         names.RESULTS_BUCKET: RESULT_TTL_SECONDS,
         names.REVOKED_BUCKET: REVOKED_TTL_SECONDS,
         names.CHORDS_BUCKET: CHORDS_TTL_SECONDS,
     }
-    return [{"bucket": bucket, "ttl": ttl, "history": 1} for bucket, ttl in ttls.items()]
+    return [
+        {"bucket": bucket, "ttl": ttl, "history": 1, "replicas": replicas}
+        for bucket, ttl in ttls.items()
+    ]

@@ -117,3 +117,19 @@ async def test_unreachable_nats_fails_fast() -> None:
     with pytest.raises((TimeoutError, OSError, nats.errors.Error)):
         await connections.jetstream(wait=1.0)
     await connections.close()
+
+
+async def test_bucket_replicas_a_single_server_cannot_hold_are_a_problem_not_a_crash(
+    js: JetStreamContext,
+) -> None:
+    await queues.ensure_buckets(js, queues.QueueReport())  # as any earlier test left them
+    report = queues.QueueReport()
+    await queues.ensure_buckets(js, report, replicas=3)
+    assert len(report.problems) == 3, report
+    assert all("JetStream refused 3 replicas" in p for p in report.problems)
+    for bucket in (names.RESULTS_BUCKET, names.REVOKED_BUCKET, names.CHORDS_BUCKET):
+        info = await js.stream_info(f"KV_{bucket}")
+        assert info.config.num_replicas == 1  # unchanged, still serving
+    same = queues.QueueReport()
+    await queues.ensure_buckets(js, same, replicas=1)
+    assert not (same.created or same.updated or same.problems)
