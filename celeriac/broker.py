@@ -81,7 +81,9 @@ class Broker:
     ) -> Broker:
         """Connect to ``url`` within ``connect_timeout`` seconds, else raise ``CeleriacError``.
 
-        Once connected, the connection reconnects for as long as an outage lasts.
+        ``url`` may be a comma-separated seed list (the nodes of a cluster): the client
+        connects to any of them and fails over between them. Once connected, the
+        connection reconnects for as long as an outage lasts.
         """
         connection = Connection(url)
         nc = Client()
@@ -89,7 +91,7 @@ class Broker:
             # nats-py retries a first connect forever when reconnects are unlimited.
             async with asyncio.timeout(connect_timeout):
                 await nc.connect(
-                    url,
+                    names.servers(url),
                     name="celeriac",
                     connect_timeout=5,
                     max_reconnect_attempts=-1,

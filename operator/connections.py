@@ -15,11 +15,13 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from celeriac.protocol import names
+
 log = logging.getLogger(__name__)
 
 
 class NatsConnections:
-    """Opens and caches one NATS client per URL."""
+    """Opens and caches one NATS client per URL (a URL may be a comma-separated seed list)."""
 
     def __init__(self, default_url: str, credentials: Path | None = None) -> None:
         self.default_url = default_url
@@ -36,7 +38,7 @@ class NatsConnections:
                 # Bounded: a server that is down must fail this reconcile, not hang it.
                 client = await asyncio.wait_for(
                     nats.connect(
-                        target,
+                        names.servers(target),
                         name="celeriac-operator",
                         user_credentials=str(self.credentials) if self.credentials else None,
                         connect_timeout=2,

@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 from celeriac_devenv.cluster import KubeEnvironment, start_environment
-from celeriac_devenv.nats import NatsServer, remove_workdir, start_nats
+from celeriac_devenv.nats import (
+    NatsCluster,
+    NatsServer,
+    remove_workdir,
+    start_nats,
+    start_nats_cluster,
+)
 
 from tests import support
 from tests.support import StartWorker, Worker, WorkerApp
@@ -68,6 +74,18 @@ def private_nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = start_nats(tmp_path / "nats")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster (``.urls`` is its seed list), for failover tests.
+
+    A test that kills or stops a node starts it again; all nodes stop at the end.
+    """
+    cluster = start_nats_cluster(Path(tmp_path_factory.mktemp("nats-cluster")), size=3)
+    yield cluster
+    cluster.stop()
+    remove_workdir(cluster)
 
 
 @pytest.fixture(scope="session")

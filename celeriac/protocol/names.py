@@ -99,3 +99,9 @@ def kv_subject(bucket: str, key: str) -> str:
 def kv_subjects(bucket: str) -> str:
     """Every key's subject in ``bucket`` (to follow its writes)."""
     return f"$KV.{bucket}.>"
+
+
+def servers(url: str) -> list[str]:
+    """The URLs of a comma-separated seed list (a cluster's nodes), as NATS clients take
+    several servers: a list, since ``nats://a:4222,nats://b:4222`` is not one URL."""
+    return [part.strip() for part in url.split(",") if part.strip()] or [url]

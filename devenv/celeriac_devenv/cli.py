@@ -2,7 +2,8 @@
 
 ``celeriac-devenv up`` leaves the servers running in the background and prints
 the exports; ``eval "$(celeriac-devenv up)"`` points the shell at them.
-``celeriac-devenv down`` stops them.
+``celeriac-devenv down`` stops them. ``up --nats-cluster 3`` runs NATS as a
+three-node JetStream cluster instead of a single server.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from celeriac_devenv.building import cache_root, ensure_binaries
 from celeriac_devenv.cluster import start_environment, stop_saved
 from celeriac_devenv.errors import DevenvError
+from celeriac_devenv.nats import start_nats_cluster
 
 
 def default_workdir() -> Path:
@@ -32,6 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build and cache every binary (no-op when cached)")
     up = sub.add_parser("up", help="start etcd, the control plane, kwok, NATS and the pod runner")
     up.add_argument("--nodes", type=int, default=1, help="simulated nodes (default 1)")
+    up.add_argument(
+        "--nats-cluster",
+        type=_cluster_size,
+        default=0,
+        metavar="N",
+        help="run NATS as an N-node JetStream cluster (3 survives losing a node); "
+        "CELERIAC_NATS_URL becomes the comma-separated list of its nodes",
+    )
     up.add_argument("--workdir", type=Path, default=None)
     down = sub.add_parser("down", help="stop what 'up' started")
     down.add_argument("--workdir", type=Path, default=None)
@@ -41,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     except DevenvError as exc:
         print(f"celeriac-devenv: {exc}", file=sys.stderr)
         return 1
+
+
+def _cluster_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of nodes: {text!r}") from None
+    if size != 0 and size < 2:
+        raise argparse.ArgumentTypeError("a NATS cluster needs at least 2 nodes (3 survive a loss)")
+    return size
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -56,11 +76,24 @@ def _run(args: argparse.Namespace) -> int:
     stop_saved(workdir)
     # Turn SIGTERM into SystemExit so a half-started environment is stopped again.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    env = start_environment(workdir, nodes=args.nodes, tie_to_parent=False)
+    cluster_size: int = args.nats_cluster
+    env = start_environment(
+        workdir, nodes=args.nodes, with_nats=not cluster_size, tie_to_parent=False
+    )
+    exports = env.exports()
+    if cluster_size:
+        try:
+            nats = start_nats_cluster(workdir / "nats", size=cluster_size, tie_to_parent=False)
+        except BaseException:
+            env.stop()
+            raise
+        # The nodes stop with the environment (``down`` stops every saved process).
+        env.processes.extend(node.process for node in nats.nodes if node.process)
+        exports["CELERIAC_NATS_URL"] = nats.urls
     env.save_state()
     print(f"# Celeriac local environment is up: API server {env.server}", file=sys.stderr)
     print("# kubectl get nodes; stop it with: celeriac-devenv down", file=sys.stderr)
-    for key, value in env.exports().items():
+    for key, value in exports.items():
         quoted = value if key == "PATH" else shlex.quote(value)
         print(f'export {key}="{quoted}"' if key == "PATH" else f"export {key}={quoted}")
     return 0

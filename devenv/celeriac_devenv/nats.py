@@ -1,26 +1,71 @@
-"""A real nats-server with JetStream on loopback, for tests, the demo and benchmarks."""
+"""Real nats-servers with JetStream on loopback, for tests, the demo and benchmarks.
+
+``start_nats`` starts one server. ``start_nats_cluster`` starts a JetStream cluster
+(three nodes by default) whose nodes find each other through their route ports,
+each with its own name and store, and returns once the nodes agree on a meta
+leader: the engine a deployment grows into when one server is not enough.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import signal
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from celeriac_devenv.building import ensure_binaries
+from celeriac_devenv.errors import DevenvError
 from celeriac_devenv.processes import ManagedProcess, free_port, spawn, wait_until
+
+CLUSTER_NAME = "celeriac"
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """A node's place in a cluster: the cluster's name, its route port, every node's."""
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
+
+    def argv(self) -> list[str]:
+        """nats-server options that join the cluster (a route to itself is ignored)."""
+        routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.peers)
+        return [
+            "--cluster", f"nats://127.0.0.1:{self.port}",
+            "--cluster_name", self.name,
+            "--routes", routes,
+        ]  # fmt: skip
 
 
 @dataclass
 class NatsServer:
-    """One nats-server process; ``restart()`` keeps its port and JetStream store."""
+    """One nats-server process; ``restart()`` keeps its port and JetStream store.
+
+    A cluster node (``cluster`` set) counts as healthy once it is in contact with
+    the meta leader and current with every stream and consumer it holds, so a
+    restarted node is back in the cluster, not merely listening, when ``start``
+    returns.
+
+    With ``tie_to_parent`` the server dies with the *thread* that started it (Linux
+    sends the parent-death signal when that thread ends): start it from a thread that
+    outlives it, e.g. ``launch()`` on the event loop's thread and only the wait in
+    ``asyncio.to_thread``, not ``start()`` or ``restart()`` in a pool thread.
+    """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     tie_to_parent: bool = True
     process: ManagedProcess | None = None
+    cluster: ClusterRoutes | None = None
 
     @property
     def url(self) -> str:
@@ -32,8 +77,24 @@ class NatsServer:
         """The HTTP monitoring base URL."""
         return f"http://127.0.0.1:{self.monitor_port}"
 
+    @property
+    def server_name(self) -> str:
+        """The name the server reports (stream and consumer leaders are named by it)."""
+        return f"celeriac-{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the process is up."""
+        return self.process is not None and self.process.alive()
+
     def start(self, timeout: float = 30.0) -> NatsServer:
-        """Start the server and wait until JetStream is healthy."""
+        """Start the server and wait until it is healthy (see the class docstring)."""
+        self.launch()
+        self.wait_healthy(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting (cluster nodes wait for their peers)."""
         binary = ensure_binaries(["nats-server"])["nats-server"]
         store = self.workdir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
@@ -44,20 +105,38 @@ class NatsServer:
             "--http_port", str(self.monitor_port),
             "--jetstream",
             "--store_dir", str(store),
-            "--server_name", f"celeriac-{self.port}",
+            "--server_name", self.server_name,
+            *(self.cluster.argv() if self.cluster else []),
         ]  # fmt: skip
         self.process = spawn(
             "nats-server", argv, log_dir=self.workdir, tie_to_parent=self.tie_to_parent
         )
-        wait_until(
-            self._healthy, timeout=timeout, what="nats-server JetStream health", alive=self.process
-        )
-        return self
 
-    def _healthy(self) -> bool:
-        url = f"{self.monitor_url}/healthz?js-enabled-only=true"
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait for ``/healthz``; fail at once, with the log, if the process exits."""
+        wait_until(
+            self.healthy, timeout=timeout, what=f"{self.server_name} health", alive=self.process
+        )
+
+    def healthy(self) -> bool:
+        """JetStream is up; on a cluster node also in contact and current with the cluster."""
+        query = "" if self.cluster else "?js-enabled-only=true"
+        try:
+            with urllib.request.urlopen(f"{self.monitor_url}/healthz{query}", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError:  # 503 with the reason, while it catches up
+            return False
+
+    def jsz(self) -> dict[str, Any]:
+        """The server's ``/jsz`` monitoring document (JetStream and its meta group)."""
+        with urllib.request.urlopen(f"{self.monitor_url}/jsz", timeout=2) as resp:
+            document: dict[str, Any] = json.load(resp)
+            return document
+
+    def meta_leader(self) -> str | None:
+        """The name of the JetStream meta leader this server knows of, if any."""
+        leader = self.jsz().get("meta_cluster", {}).get("leader")
+        return str(leader) if leader else None
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""
@@ -65,10 +144,79 @@ class NatsServer:
             self.process.stop(grace=10)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, no flush, as when a machine dies."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.popen.wait()
+            self.process = None
+
     def restart(self, timeout: float = 30.0) -> None:
-        """Stop and start again on the same port with the same store."""
+        """Stop (if running) and start again on the same port with the same store."""
         self.stop()
         self.start(timeout=timeout)
+
+
+@dataclass
+class NatsCluster:
+    """A JetStream cluster on loopback: its nodes and the seed list clients connect with."""
+
+    workdir: Path
+    nodes: list[NatsServer]
+
+    @property
+    def urls(self) -> str:
+        """Every node's client URL, comma-separated: the seed list for ``CELERIAC_NATS_URL``."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, server_name: str) -> NatsServer:
+        """The node called ``server_name`` (as a stream or consumer leader is named)."""
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        raise KeyError(f"no node called {server_name!r} in {[n.server_name for n in self.nodes]}")
+
+    def meta_leader(self) -> str | None:
+        """The meta leader every running node agrees on, else None (also while they
+        still name a node that is down: they notice only at the next election)."""
+        running = [node for node in self.nodes if node.running]
+        leaders = {node.meta_leader() for node in running}
+        leader = leaders.pop() if len(leaders) == 1 else None
+        return leader if leader in {node.server_name for node in running} else None
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Wait until every running node is healthy and they agree on a meta leader;
+        return its name. Fails at once, with its log, if a started node exits."""
+
+        def ready() -> tuple[str, NatsServer | None] | None:
+            for node in self.nodes:
+                if node.process is not None and not node.process.alive():
+                    return "", node
+            if not all(node.healthy() for node in self.nodes if node.running):
+                return None
+            leader = self.meta_leader()
+            return (leader, None) if leader else None
+
+        try:
+            leader, exited = wait_until(ready, timeout=timeout, what="a JetStream meta leader")
+        except DevenvError as exc:
+            raise DevenvError(f"{exc}\n{self._log_tails()}") from None
+        if exited is not None and exited.process is not None:
+            raise DevenvError(f"{exited.server_name} exited:\n{exited.process.log_tail()}")
+        return leader
+
+    def _log_tails(self) -> str:
+        return "\n".join(
+            f"{node.server_name}:\n{node.process.log_tail(15)}"
+            for node in self.nodes
+            if node.process is not None
+        )
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
 
 
 def start_nats(workdir: Path | None = None, *, tie_to_parent: bool = True) -> NatsServer:
@@ -77,6 +225,44 @@ def start_nats(workdir: Path | None = None, *, tie_to_parent: bool = True) -> Na
     return NatsServer(workdir=path, tie_to_parent=tie_to_parent).start()
 
 
-def remove_workdir(server: NatsServer) -> None:
-    """Delete a stopped server's folder."""
+def start_nats_cluster(
+    workdir: Path | None = None,
+    size: int = 3,
+    *,
+    tie_to_parent: bool = True,
+    timeout: float = 60.0,
+) -> NatsCluster:
+    """Start a ``size``-node JetStream cluster, one folder per node under ``workdir``.
+
+    Every node gets free loopback ports (client, routes, monitoring), its own
+    ``server_name`` and store; returns once the cluster has a meta leader.
+    """
+    if size < 2:
+        # A lone clustered node waits for peers forever; three survive losing one.
+        raise DevenvError(
+            f"a NATS cluster needs at least 2 nodes (3 to survive a loss), not {size}"
+        )
+    path = workdir or Path(tempfile.mkdtemp(prefix="celeriac-nats-cluster-"))
+    route_ports = tuple(free_port() for _ in range(size))
+    nodes = [
+        NatsServer(
+            workdir=path / f"node-{i}",
+            tie_to_parent=tie_to_parent,
+            cluster=ClusterRoutes(CLUSTER_NAME, route_ports[i], route_ports),
+        )
+        for i in range(size)
+    ]
+    cluster = NatsCluster(workdir=path, nodes=nodes)
+    try:
+        for node in nodes:
+            node.launch()
+        cluster.wait_ready(timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def remove_workdir(server: NatsServer | NatsCluster) -> None:
+    """Delete a stopped server's or cluster's folder."""
     shutil.rmtree(server.workdir, ignore_errors=True)

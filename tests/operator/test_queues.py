@@ -133,3 +133,15 @@ async def test_bucket_replicas_a_single_server_cannot_hold_are_a_problem_not_a_c
     same = queues.QueueReport()
     await queues.ensure_buckets(js, same, replicas=1)
     assert not (same.created or same.updated or same.problems)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("nats://a:4222", ["nats://a:4222"]),
+        ("nats://a:1,nats://b:2", ["nats://a:1", "nats://b:2"]),
+        (" nats://a:1 , nats://b:2 ,", ["nats://a:1", "nats://b:2"]),
+    ],
+)
+def test_a_seed_list_becomes_a_server_list(url: str, expected: list[str]) -> None:
+    assert names.servers(url) == expected
