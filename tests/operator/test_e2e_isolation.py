@@ -3,14 +3,11 @@ control plane, operator and NATS."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
-import nats
 import pytest
 import yaml
 from celeriac_devenv.cluster import KubeEnvironment
@@ -19,7 +16,7 @@ from nats.js.errors import NotFoundError
 from celeriac.operator.claims import OWNER_KEY
 from celeriac.operator.taskqueues import STATUS_INTERVAL
 from celeriac.protocol import names
-from tests.support import wait_until
+from tests.operator.kubeobjects import condition, get, js_call, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +32,6 @@ def other_namespace(crds: KubeEnvironment) -> Iterator[str]:
     crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def wait(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
-    return wait_until(check, timeout=timeout, what=what, interval=0.25)
-
-
-def get(kube: KubeEnvironment, namespace: str, *what: str) -> Any:
-    proc = kube.kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr:
-            return None
-        raise AssertionError(proc.stderr)
-    return json.loads(proc.stdout)
-
-
 def apply_queue(kube: KubeEnvironment, namespace: str, name: str, **spec: Any) -> None:
     obj = {
         "apiVersion": "celeriac.io/v1alpha1",
@@ -61,13 +45,6 @@ def apply_queue(kube: KubeEnvironment, namespace: str, name: str, **spec: Any) -
 def delete_queue(kube: KubeEnvironment, namespace: str, name: str) -> None:
     """Delete and wait until the operator has handled it (the finalizer is gone)."""
     kube.kubectl("delete", "-n", namespace, "tq", name, "--timeout=60s")
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond["type"] == type_:
-            return dict(cond)
-    return None
 
 
 def ready(kube: KubeEnvironment, namespace: str, name: str) -> dict[str, Any] | None:
@@ -88,18 +65,6 @@ def refused(
     if generation is not None and cond.get("observedGeneration") != generation:
         return None
     return obj
-
-
-async def _js_call(url: str, fn: Callable[[Any], Any]) -> Any:
-    nc = await nats.connect(url)
-    try:
-        return await fn(nc.jetstream())
-    finally:
-        await nc.close()
-
-
-def js_call(kube: KubeEnvironment, fn: Callable[[Any], Any]) -> Any:
-    return asyncio.run(_js_call(str(kube.nats_url), fn))
 
 
 def stream_info(kube: KubeEnvironment, stream: str) -> Any:

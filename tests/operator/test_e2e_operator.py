@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import nats
 import pytest
 import yaml
 from celeriac_devenv.cluster import KubeEnvironment
@@ -18,26 +15,13 @@ from celeriac_devenv.processes import free_port, spawn
 from nats.js.errors import NotFoundError
 
 from celeriac.protocol import names
+from tests.operator.kubeobjects import condition, get, js_call, wait
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def wait(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
-    """Poll the API server at most four times a second."""
-    return wait_until(check, timeout=timeout, what=what, interval=0.25)
-
-
-def get(kube: KubeEnvironment, namespace: str, *what: str) -> Any:
-    proc = kube.kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr:
-            return None
-        raise AssertionError(proc.stderr)
-    return json.loads(proc.stdout)
 
 
 def apply(kube: KubeEnvironment, namespace: str, obj: dict[str, Any]) -> None:
@@ -73,25 +57,6 @@ def pool_obj(name: str, queues: list[str], **spec: Any) -> dict[str, Any]:
 
 def unique() -> str:
     return f"e2e-{uuid.uuid4().hex[:8]}"
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond["type"] == type_:
-            return dict(cond)
-    return None
-
-
-async def _js_call(url: str, fn: Callable[[Any], Any]) -> Any:
-    nc = await nats.connect(url)
-    try:
-        return await fn(nc.jetstream())
-    finally:
-        await nc.close()
-
-
-def js_call(kube: KubeEnvironment, fn: Callable[[Any], Any]) -> Any:
-    return asyncio.run(_js_call(str(kube.nats_url), fn))
 
 
 def stream_messages(kube: KubeEnvironment, queue: str) -> int | None:
