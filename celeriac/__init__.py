@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from celeriac.exceptions import (
         BatchPublishError,
         CeleriacError,
+        NatsRefusedError,
         PublishError,
         Retry,
         SoftTimeLimitExceeded,
         TaskError,
         TimeLimitExceeded,
     )
+    from celeriac.natsauth import NatsAuth
     from celeriac.protocol.states import TaskState
     from celeriac.task import Task
 
@@ -37,6 +39,8 @@ _EXPORTS = {
     "group": "celeriac.canvas",
     "BatchPublishError": "celeriac.exceptions",
     "CeleriacError": "celeriac.exceptions",
+    "NatsRefusedError": "celeriac.exceptions",
+    "NatsAuth": "celeriac.natsauth",
     "PublishError": "celeriac.exceptions",
     "Retry": "celeriac.exceptions",
     "SoftTimeLimitExceeded": "celeriac.exceptions",
@@ -52,6 +56,8 @@ __all__ = [
     "Celeriac",
     "CeleriacError",
     "GroupResult",
+    "NatsAuth",
+    "NatsRefusedError",
     "PublishError",
     "Retry",
     "Signature",

@@ -17,6 +17,7 @@ from celeriac import async_result
 from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
 from celeriac.canvas import Canvas, Signature
 from celeriac.client import Client
+from celeriac.natsauth import NatsAuth
 from celeriac.planning import Plan
 from celeriac.protocol import jetstream, names
 from celeriac.submitting import prepare
@@ -24,7 +25,6 @@ from celeriac.syncbridge import refuse_inside_event_loop
 from celeriac.task import Task, TaskOptions
 
 ENV_NATS_URL = "CELERIAC_NATS_URL"
-ENV_NATS_CREDS = "CELERIAC_NATS_CREDS"
 ENV_DECLARE_QUEUES = "CELERIAC_DECLARE_QUEUES"
 ENV_CONNECT_TIMEOUT = "CELERIAC_CONNECT_TIMEOUT"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -71,6 +71,7 @@ class Celeriac:
         result_ttl: float = jetstream.RESULT_TTL_SECONDS,
         declare_queues: bool | None = None,
         nats_credentials: str | None = None,
+        nats_auth: NatsAuth | None = None,
         connect_timeout: float | None = None,
     ) -> None:
         if result_ttl < 0:
@@ -79,8 +80,8 @@ class Celeriac:
         self.client = Client(
             name,
             nats_url or os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL,
-            # A NATS .creds file (JWT + nkey seed), as mounted by the operator into pods.
-            credentials=nats_credentials or os.environ.get(ENV_NATS_CREDS) or None,
+            # As the operator mounts them into pods: CELERIAC_NATS_AUTH_DIR, _CREDS.
+            auth=(nats_auth or NatsAuth.from_environment(os.environ, creds_file=nats_credentials)),
             declare_queues=(
                 declare_queues_from_env(os.environ.get(ENV_DECLARE_QUEUES))
                 if declare_queues is None
@@ -111,7 +112,12 @@ class Celeriac:
     @property
     def nats_credentials(self) -> str | None:
         """The NATS .creds file this app authenticates with, if any."""
-        return self.client.credentials
+        return self.client.auth.creds_file
+
+    @property
+    def nats_auth(self) -> NatsAuth:
+        """The credentials and TLS files this app connects to NATS with."""
+        return self.client.auth
 
     @property
     def connect_timeout(self) -> float:

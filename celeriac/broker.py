@@ -11,7 +11,7 @@ may have been stored and which were refused.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
 from nats.aio.client import Client
@@ -24,9 +24,11 @@ from celeriac.declaring import Declarer, QueueInfo
 from celeriac.exceptions import (
     BatchPublishError,
     CeleriacError,
+    NatsRefusedError,
     PublishError,
     ScheduleNotSupported,
 )
+from celeriac.natsauth import NO_AUTH, NatsAuth
 from celeriac.pipelining import publish_pipelined
 from celeriac.protocol import names
 from celeriac.protocol.envelope import TaskMessage
@@ -39,6 +41,9 @@ from celeriac.submitting import Delayed, due_time
 # JetStream error codes for "message schedules is disabled" / "pattern is invalid".
 _SCHEDULES_DISABLED = 10188
 PUBLISH_TIMEOUT = 10.0
+# How long publishes that no stream answered (a queue's stream between leaders, on a
+# cluster) are sent again before failing; an election takes a few seconds.
+LEADERLESS_PATIENCE = 10.0
 # Seconds the first connect may take; a web request should fail, not hang, without NATS.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 _WINDOW = "within the stream's duplicate window (2 minutes by default)"
@@ -76,7 +81,7 @@ class Broker:
         *,
         declare: bool,
         result_ttl: float,
-        credentials: str | None = None,
+        auth: NatsAuth = NO_AUTH,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> Broker:
         """Connect to ``url`` within ``connect_timeout`` seconds, else raise ``CeleriacError``.
@@ -87,6 +92,7 @@ class Broker:
         """
         connection = Connection(url)
         nc = Client()
+        options = auth.connect_options()
         try:
             # nats-py retries a first connect forever when reconnects are unlimited.
             async with asyncio.timeout(connect_timeout):
@@ -96,11 +102,11 @@ class Broker:
                     connect_timeout=5,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,  # type: ignore[arg-type]  # float works
-                    user_credentials=credentials,
                     error_cb=connection.error_cb,
                     disconnected_cb=connection.disconnected_cb,
                     reconnected_cb=connection.reconnected_cb,
                     closed_cb=connection.closed_cb,
+                    **options,
                 )
         except TimeoutError:
             await abandon(nc, connection)
@@ -109,6 +115,9 @@ class Broker:
                 f"cannot connect to NATS at {connection.url}: tried for "
                 f"{connect_timeout:g} s{last} (connect_timeout / CELERIAC_CONNECT_TIMEOUT)"
             ) from None
+        except NatsRefusedError:
+            await abandon(nc, connection)
+            raise
         except Exception as exc:
             await abandon(nc, connection)
             raise CeleriacError(f"cannot connect to NATS at {connection.url}: {exc!r}") from exc
@@ -166,12 +175,21 @@ class Broker:
 
     async def _send(self, item: Delayed, info: QueueInfo) -> None:
         pub = _publication(item, info)
-        try:
-            # Cheaper than js.publish (no PubAck object, no timer per request); the
-            # errors are the ones js.publish raises.
-            await self.pubacks.publish(pub.subject, pub.payload, headers=pub.headers)
-        except APIError as exc:
-            raise _translate(exc) from exc
+        waits = _leaderless_waits()
+        while True:
+            try:
+                # Cheaper than js.publish (no PubAck object, no timer per request); the
+                # errors are the ones js.publish raises.
+                await self.pubacks.publish(pub.subject, pub.payload, headers=pub.headers)
+                return
+            except APIError as exc:
+                raise _translate(exc) from exc
+            except NoStreamResponseError:
+                # Nothing stored: the queue exists, so its stream is between leaders.
+                delay = next(waits, None)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
 
     async def publish_many(self, items: Sequence[Delayed]) -> None:
         """Enqueue many tasks, pipelining the publishes and awaiting the acks together.
@@ -188,12 +206,30 @@ class Broker:
                 infos[queue] = await self._queue_info(queue, ids)
         pubs = [_publication(item, infos[item.message.queue]) for item in items]
         try:
-            errors = await publish_pipelined(self.nc, pubs, patience=PUBLISH_TIMEOUT)
+            errors = await self._publish_pipelined(pubs)
         except NatsError as exc:  # the connection failed midway: any of them may be stored
             raise self._publish_error(dict.fromkeys(ids, exc), total=len(ids)) from exc
         failed = {items[index].message.id: errors[index] for index in sorted(errors)}
         if failed:
             raise self._publish_error(failed, total=len(items))
+
+    async def _publish_pipelined(self, pubs: Sequence[Publication]) -> dict[int, BaseException]:
+        """``publish_pipelined``, sending again for a while those no stream answered."""
+        errors = await publish_pipelined(self.nc, pubs, patience=PUBLISH_TIMEOUT)
+        for delay in _leaderless_waits():
+            leaderless = [i for i, e in errors.items() if isinstance(e, NoStreamResponseError)]
+            if not leaderless:
+                break
+            await asyncio.sleep(delay)
+            again = await publish_pipelined(
+                self.nc, [pubs[i] for i in leaderless], patience=PUBLISH_TIMEOUT
+            )
+            for position, index in enumerate(leaderless):
+                if position in again:
+                    errors[index] = again[position]
+                else:
+                    del errors[index]
+        return errors
 
     def _publish_error(self, errors: Mapping[str, BaseException], *, total: int) -> PublishError:
         """The error for tasks not confirmed as enqueued, saying whether they may be stored.
@@ -256,6 +292,16 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def _leaderless_waits() -> Iterator[float]:
+    """Pauses before sending again what no stream answered: 0.1 s doubling to 1 s,
+    ``LEADERLESS_PATIENCE`` seconds in all."""
+    delay, waited = 0.1, 0.0
+    while waited < LEADERLESS_PATIENCE:
+        yield delay
+        waited += delay
+        delay = min(1.0, delay * 2)
+
+
 def _refused(exc: BaseException) -> bool:
     """True when the server answered no: the message was not stored."""
     return isinstance(exc, (APIError, NoStreamResponseError, CeleriacError))
@@ -266,7 +312,10 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no acknowledgement from JetStream within {PUBLISH_TIMEOUT:g} s"
     if isinstance(exc, NoStreamResponseError):
-        return "no stream captures its subject"
+        return (
+            f"no stream answered for {LEADERLESS_PATIENCE:g} s (the queue's stream was "
+            "deleted, or has had no leader that long)"
+        )
     return describe(exc)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
+from celeriac.natsauth import NatsAuth
 from celeriac.planning import Plan, execute
 from celeriac.syncbridge import SyncBridge
 
@@ -27,7 +28,7 @@ class Client:
         name: str,
         nats_url: str,
         *,
-        credentials: str | None,
+        auth: NatsAuth,
         declare_queues: bool,
         result_ttl: float,
         default_queue: str,
@@ -35,7 +36,7 @@ class Client:
     ) -> None:
         self.name = name
         self.nats_url = nats_url
-        self.credentials = credentials
+        self.auth = auth
         self.declare_queues = declare_queues
         self.result_ttl = result_ttl
         self.default_queue = default_queue
@@ -61,7 +62,7 @@ class Client:
                         self.nats_url,
                         declare=self.declare_queues,
                         result_ttl=self.result_ttl,
-                        credentials=self.credentials,
+                        auth=self.auth,
                         connect_timeout=self.connect_timeout,
                     )
                 )

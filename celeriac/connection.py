@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.errors import StaleConnectionError
 
+from celeriac.exceptions import NatsRefusedError
+from celeriac.natsauth import refusal
+from celeriac.protocol.names import display_url
+
 log = logging.getLogger(__name__)
-
-
-def display_url(url: str) -> str:
-    """``url`` with any password replaced, for logs and error messages."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+ABANDON_TIMEOUT = 2.0
 
 
 class Connection:
@@ -36,6 +35,8 @@ class Connection:
         self.url = display_url(url)
         self.last_error: BaseException | None = None
         self.closing = False
+        self._opened = False
+        self._refused_told = False
         self._up = asyncio.Event()
         self._lost_at: float | None = None
         self._on_disconnect: list[Callable[[], None]] = []
@@ -56,11 +57,25 @@ class Connection:
 
     def opened(self) -> None:
         """The first connect succeeded."""
+        self._opened = True
         self._up.set()
 
     async def error_cb(self, exc: Exception) -> None:
-        """nats-py's error callback: attempts failing during an outage are expected."""
+        """nats-py's error callback: attempts failing during an outage are expected.
+
+        A refusal (credentials, TLS) ends a first connect at once: nats-py lets this
+        callback's exception out of ``connect``. Later, while reconnecting, it is logged
+        once, as the credentials may be fixed (a rotated Secret) while it retries.
+        """
         self.last_error = exc
+        reason = refusal(exc)
+        if reason is not None and not self.closing:
+            if not self._opened:
+                raise NatsRefusedError(f"NATS at {self.url} refused the connection: {reason}")
+            if not self._refused_told:
+                self._refused_told = True
+                log.warning("NATS at %s refused the connection: %s; still trying", self.url, reason)
+            return
         # A lost connection is reported once, by disconnected_cb; other errors (a slow
         # consumer, a permission violation) while connected are worth a warning.
         lost = isinstance(exc, (OSError, TimeoutError, StaleConnectionError))
@@ -82,6 +97,7 @@ class Connection:
     async def reconnected_cb(self) -> None:
         """nats-py's reconnected callback."""
         self._up.set()
+        self._refused_told = False
         if self._lost_at is not None:
             lost = asyncio.get_running_loop().time() - self._lost_at
             self._lost_at = None
@@ -97,8 +113,10 @@ class Connection:
 async def abandon(nc: Client, connection: Connection) -> None:
     """Stop a first connect that failed: its attempts and their tasks."""
     connection.closing = True
-    with contextlib.suppress(Exception):  # it may have failed before it began
-        await nc.close()
+    # It may have failed before it began; after a failed TLS handshake nats-py waits
+    # for a transport that never finishes closing, so the wait is bounded.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), ABANDON_TIMEOUT)
 
 
 async def close_disconnected(nc: Client) -> None:

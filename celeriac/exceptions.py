@@ -9,6 +9,13 @@ class CeleriacError(Exception):
     """Base class of every error Celeriac raises on purpose."""
 
 
+class NatsRefusedError(CeleriacError):
+    """NATS refused the connection: wrong or missing credentials, or TLS that failed.
+
+    Trying again does not help until the credentials or certificates change.
+    """
+
+
 class Retry(Exception):  # noqa: N818 - the Celery name users expect
     """Raised inside a task (usually through ``self.retry()``) to run it again later.
 

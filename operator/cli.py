@@ -15,14 +15,18 @@ import signal
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import kopf
 from aiohttp import web
 
+from celeriac.exceptions import CeleriacError
+from celeriac.natsauth import NatsAuth
 from celeriac.operator import handlers
 from celeriac.operator.config import (
     BUCKET_REPLICAS_ENV,
+    NATS_AUTH_DIR_ENV,
     NATS_CREDS_ENV,
     NATS_URL_ENV,
     WORKER_NATS_URL_ENV,
@@ -30,6 +34,7 @@ from celeriac.operator.config import (
 )
 from celeriac.operator.kube import api_client
 from celeriac.operator.leadership import LeaseElector
+from celeriac.protocol.names import display_url
 
 log = logging.getLogger("celeriac.operator")
 
@@ -39,6 +44,11 @@ def _replicas(text: str) -> int:
     if not 1 <= value <= 5:
         raise argparse.ArgumentTypeError(f"must be 1 to 5, not {value}")
     return value
+
+
+def _nats_auth(directory: Path | None, creds: Path | None) -> NatsAuth:
+    auth = NatsAuth.from_directory(directory) if directory else NatsAuth()
+    return replace(auth, creds_file=str(creds)) if creds else auth
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=env.get(NATS_CREDS_ENV) or None,
         help=f"NATS credentials file, e.g. a mounted Secret (default: ${NATS_CREDS_ENV})",
+    )
+    add(
+        "--nats-auth-dir",
+        type=Path,
+        default=env.get(NATS_AUTH_DIR_ENV) or None,
+        help="directory with any of nats.creds, user, password, token, ca.crt, tls.crt, "
+        f"tls.key, e.g. a mounted Secret (default: ${NATS_AUTH_DIR_ENV})",
     )
     add(
         "--worker-nats-url",
@@ -139,15 +156,8 @@ def _identity() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, config: OperatorConfig) -> int:
     """Stand by for the Lease, then run kopf until stopped or the Lease is lost."""
-    config = OperatorConfig(
-        nats_url=args.nats_url,
-        nats_credentials=args.nats_creds,
-        worker_nats_url=args.worker_nats_url,
-        kubeconfig=args.kubeconfig,
-        bucket_replicas=args.bucket_replicas,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,5 +198,17 @@ def main(argv: Sequence[str]) -> int:
     if args.kubeconfig is not None:
         # kopf's own login reads $KUBECONFIG; point it at the same file.
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    try:
+        config = OperatorConfig(
+            nats_url=args.nats_url,
+            nats_auth=_nats_auth(args.nats_auth_dir, args.nats_creds),
+            worker_nats_url=args.worker_nats_url,
+            kubeconfig=args.kubeconfig,
+            bucket_replicas=args.bucket_replicas,
+        )
+    except CeleriacError as exc:
+        log.error("%s", exc)
+        return 2
     log.info("handlers: %s", ", ".join(m.__name__ for m in handlers.HANDLER_MODULES))
-    return asyncio.run(run(args))
+    log.info("NATS at %s with %s", display_url(args.nats_url), config.nats_auth.summary())
+    return asyncio.run(run(args, config))

@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from celeriac.natsauth import AUTH_DIR_ENV, CREDS_ENV, NO_AUTH, NatsAuth
+
 NATS_URL_ENV = "CELERIAC_NATS_URL"
-NATS_CREDS_ENV = "CELERIAC_NATS_CREDS"
+NATS_CREDS_ENV = CREDS_ENV
+NATS_AUTH_DIR_ENV = AUTH_DIR_ENV
 WORKER_NATS_URL_ENV = "CELERIAC_WORKER_NATS_URL"
 BUCKET_REPLICAS_ENV = "CELERIAC_BUCKET_REPLICAS"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -23,8 +26,8 @@ class OperatorConfig:
     """What the handlers need to know about their surroundings."""
 
     nats_url: str = DEFAULT_NATS_URL
-    # A NATS credentials file, typically a mounted Secret.
-    nats_credentials: Path | None = None
+    # Credentials and TLS files, typically a mounted Secret (celeriac.natsauth).
+    nats_auth: NatsAuth = NO_AUTH
     # The URL given to worker pods when it differs from the operator's (other network view).
     worker_nats_url: str | None = None
     kubeconfig: Path | None = None
@@ -37,11 +40,10 @@ class OperatorConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         """The configuration the environment describes."""
         environ = os.environ if env is None else env
-        creds = environ.get(NATS_CREDS_ENV)
         kubeconfig = environ.get("KUBECONFIG")
         return cls(
             nats_url=environ.get(NATS_URL_ENV) or DEFAULT_NATS_URL,
-            nats_credentials=Path(creds) if creds else None,
+            nats_auth=NatsAuth.from_environment(environ),
             worker_nats_url=environ.get(WORKER_NATS_URL_ENV) or None,
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
             bucket_replicas=int(environ.get(BUCKET_REPLICAS_ENV) or 1),

@@ -42,7 +42,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure(settings)
     config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     memo.config = config
-    memo.nats = NatsConnections(config.nats_url, config.nats_credentials)
+    memo.nats = NatsConnections(config.nats_url, config.nats_auth)
     # asyncio.to_thread runs on the loop's default executor: size it for the API calls.
     asyncio.get_running_loop().set_default_executor(api_executor())
     api = api_client(config.kubeconfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from celeriac.natsauth import AUTH_DIR_ENV
 from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
 
 POOL_LABEL = "celeriac.io/pool"
@@ -19,7 +20,6 @@ CONTAINER_NAME = "worker"
 TMP_VOLUME = "tmp"
 CREDS_VOLUME = "nats-creds"
 CREDS_DIR = "/etc/celeriac/nats"
-CREDS_KEY = "nats.creds"
 # A numeric non-root user, so runAsNonRoot holds for images whose USER is a name or root.
 DEFAULT_UID = 10001
 
@@ -113,10 +113,7 @@ def worker_env(spec: WorkerPoolSpec, nats_url: str) -> list[dict[str, Any]]:
         },
     }
     if spec.nats and spec.nats.credentials_secret:
-        ours["CELERIAC_NATS_CREDS"] = {
-            "name": "CELERIAC_NATS_CREDS",
-            "value": f"{CREDS_DIR}/{CREDS_KEY}",
-        }
+        ours[AUTH_DIR_ENV] = {"name": AUTH_DIR_ENV, "value": CREDS_DIR}
     user = [_env_var(v) for v in spec.env]
     user_names = {v["name"] for v in user}
     return [v for v in ours.values() if v["name"] not in user_names] + user

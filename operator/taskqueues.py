@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 from pydantic import ValidationError
 
+from celeriac.exceptions import NatsRefusedError
 from celeriac.operator import claims, queues
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
@@ -38,7 +39,26 @@ STATUS_INTERVAL = 5.0
 # Attempts at releasing a Retain queue's claim before its TaskQueue goes anyway.
 RELEASE_ATTEMPTS = 6
 # Errors that mean NATS is unreachable right now: retry later, do not give up.
-NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError, NatsRefusedError)
+
+
+def nats_trouble(exc: BaseException, connected: bool) -> tuple[str, str, float]:
+    """Condition reason, message and retry delay for a failed NATS call.
+
+    A refusal (credentials, TLS) is not an outage: it names what to fix, and is
+    retried less often, since only a change of Secret or certificate ends it. A
+    timeout while connected is JetStream, not the server: on a cluster, the queue's
+    stream or consumer electing a leader, which takes seconds; look again soon.
+    """
+    if isinstance(exc, NatsRefusedError):
+        return "NatsRefused", f"{exc} (the operator's NATS Secret: --nats-auth-dir)", 30.0
+    if connected and isinstance(exc, (TimeoutError, nats.errors.TimeoutError)):
+        message = (
+            "NATS is up but JetStream did not answer in time; on a cluster the queue's "
+            "stream or consumer may be electing a leader"
+        )
+        return "JetStreamNotAnswering", message, 1.0
+    return "NatsUnavailable", f"NATS: {exc!r}", 5.0
 
 
 def parse_spec(body: Mapping[str, Any]) -> tuple[TaskQueueSpec, str]:
@@ -213,9 +233,10 @@ async def reconcile_queue(
         write_status(patch.status, status, {"observedGeneration": generation}, [refused])
         raise kopf.TemporaryError(message, delay=60) from None
     except NATS_ERRORS as exc:
-        down = condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}", generation=generation)
+        reason, message, delay = nats_trouble(exc, _connected(memo, spec))
+        down = condition("Ready", False, reason, message, generation=generation)
         write_status(patch.status, status, {}, [down])
-        raise kopf.TemporaryError(f"NATS unavailable: {exc!r}", delay=5) from None
+        raise kopf.TemporaryError(message, delay=delay) from None
     fields = {"observedGeneration": generation, **_queue_status(queue, outcome.stats)}
     if outcome.report is None:  # refused: nothing touched
         owner = str(outcome.claim.owner)
@@ -251,30 +272,32 @@ async def watch_queue(
     """
 
     async def refresh() -> float:
-        await refresh_queue_status(body, status, memo)
-        return STATUS_INTERVAL
+        return await refresh_queue_status(body, status, memo)
 
     await poll_until_stopped(
         stopped, logger, "refreshing the status", refresh, retry_after=STATUS_INTERVAL
     )
 
 
-async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.Memo) -> None:
+async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.Memo) -> float:
     """Keep the backlog numbers in the status fresh; recreate objects deleted behind our
-    back; take the queue over when its owner let it go."""
+    back; take the queue over when its owner let it go. Returns the seconds until the
+    next refresh."""
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
-        return
+        return STATUS_INTERVAL
     try:
         spec, queue = parse_spec(body)
     except ValueError:
-        return
+        return STATUS_INTERVAL
     generation = meta.get("generation")
     fields: dict[str, Any]
+    delay = STATUS_INTERVAL
     try:
         outcome = await sync_queue(memo, spec, queue, _owner(body), refresh=True)
     except NATS_ERRORS as exc:
-        fields, conditions = {}, [condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")]
+        reason, message, delay = nats_trouble(exc, _connected(memo, spec))
+        fields, conditions = {}, [condition("Ready", False, reason, message)]
     else:
         # The same conditions the change handler wrote (generation included): no patch
         # unless something really changed.
@@ -292,6 +315,12 @@ async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.
     if changes:
         writer: StatusWriter = memo.status_writer
         await writer.patch(RESOURCE[2], meta["namespace"], meta["name"], changes)
+    return delay
+
+
+def _connected(memo: kopf.Memo, spec: TaskQueueSpec) -> bool:
+    connections: NatsConnections = memo.nats
+    return connections.connected(spec.nats.url if spec.nats else None)
 
 
 def _not_ours(metadata: Mapping[str, str] | None, claim: claims.Claim) -> str:

@@ -17,6 +17,7 @@ from celeriac_devenv.cluster import KubeEnvironment, start_environment
 from celeriac_devenv.nats import (
     NatsCluster,
     NatsServer,
+    create_nats_security,
     remove_workdir,
     start_nats,
     start_nats_cluster,
@@ -72,6 +73,15 @@ def nats_url(nats_server: NatsServer) -> str:
 def private_nats(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server of this test's own, for tests that restart or break it."""
     server = start_nats(tmp_path / "nats")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secure_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of this test's own that requires TLS and a user/password; its
+    ``security.client_dir`` is laid out as a NATS Secret (``user``, ``password``, ``ca.crt``)."""
+    server = start_nats(tmp_path / "nats", security=create_nats_security(tmp_path / "security"))
     yield server
     server.stop()
 

@@ -29,6 +29,11 @@ class TaskIdFilter(logging.Filter):
         return True
 
 
+def _not_tls_close_noise(record: logging.LogRecord) -> bool:
+    # asyncio warns on every TLS connection closed by the peer (each refused attempt).
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level`` with the task id on each line."""
     handler = logging.StreamHandler()
@@ -42,6 +47,9 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # nats-py logs every reconnect attempt at ERROR; the worker logs its own summary.
     logging.getLogger("nats").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    asyncio_log = logging.getLogger("asyncio")
+    if _not_tls_close_noise not in asyncio_log.filters:
+        asyncio_log.addFilter(_not_tls_close_noise)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celeriac.exceptions import CeleriacError
+from celeriac.exceptions import CeleriacError, NatsRefusedError
 from celeriac.worker_runtime.consuming import QueueConsumer
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Outcome, Pool
@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 # NATS may be away this long (a server restart) before /healthz reports it.
 _DISCONNECT_GRACE = 10.0
+# Most seconds between connects NATS refused (credentials, TLS).
+REFUSED_RETRY_MAX = 30.0
 
 
 class _Slot:
@@ -104,6 +106,7 @@ class Worker:
         # stored through a NATS reconnect, so it is not redelivered meanwhile.
         self._heartbeats = Heartbeats(self._running.values)
         self._disconnected_since: float | None = None
+        self._not_connected = "starting"  # why there is no connection yet, for /readyz
 
     # Probes -------------------------------------------------------------------------------
 
@@ -126,9 +129,11 @@ class Worker:
         """Ready when every queue's consumer is bound and the worker is not draining."""
         if self.draining:
             return False, "draining"
+        if not self._consumers:
+            return False, self._not_connected
         unbound = [c.queue for c in self._consumers if not c.bound]
-        if not self._consumers or unbound:
-            return False, f"queues not bound: {', '.join(unbound) or 'starting'}"
+        if unbound:
+            return False, f"queues not bound: {', '.join(unbound)}"
         return True, f"consuming {', '.join(self.queues)}"
 
     # Lifecycle ----------------------------------------------------------------------------
@@ -142,6 +147,7 @@ class Worker:
             if broker is None:
                 return 0
             self._broker = broker
+            self._not_connected = "binding queues"
             await self._pool.start()
             self._revoked = RevokedMirror(broker.nc, broker.revocations)
             await self._revoked.start()
@@ -190,14 +196,28 @@ class Worker:
 
     async def _connect(self) -> Broker | None:
         """Connect to NATS, trying again until it is up or a stop signal comes."""
-        told = False
+        told = ""
+        refusals = 0
         while not self.stopping.is_set():
             try:
                 return await self._unless_stopped(self.app.broker())
+            except NatsRefusedError as exc:
+                # Refused at once, so wait between attempts: a fixed Secret is picked
+                # up by the next one, and the pod stays up (unready), not crash-looping.
+                refusals += 1
+                delay = min(REFUSED_RETRY_MAX, 2.0**refusals)
+                if str(exc) != told:
+                    told = self._not_connected = str(exc)
+                    log.error(
+                        "%s (with %s); trying again every %g s at most",
+                        exc, self.app.nats_auth.summary(), REFUSED_RETRY_MAX,
+                    )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
             except CeleriacError as exc:  # each attempt gives up after the connect timeout
                 if not told:
+                    told = self._not_connected = str(exc)
                     log.warning("%s; trying again until NATS is up", exc)
-                    told = True
         return None
 
     async def _unless_stopped(self, work: Awaitable[T]) -> T | None:

@@ -101,6 +101,11 @@ def kv_subjects(bucket: str) -> str:
     return f"$KV.{bucket}.>"
 
 
+def display_url(url: str) -> str:
+    """``url`` with any password replaced, for logs and error messages."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
 def servers(url: str) -> list[str]:
     """The URLs of a comma-separated seed list (a cluster's nodes), as NATS clients take
     several servers: a list, since ``nats://a:4222,nats://b:4222`` is not one URL."""

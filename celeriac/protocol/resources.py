@@ -333,7 +333,10 @@ class PoolNats(KubeModel):
     credentials_secret: str | None = Field(
         default=None,
         max_length=253,
-        description="Secret with a `nats.creds` key, mounted into the workers.",
+        description=(
+            "Secret mounted into the workers for NATS: any of `nats.creds`, `user` and "
+            "`password`, `token`, `ca.crt` (the server's CA), `tls.crt` and `tls.key`."
+        ),
     )
 
 

@@ -4,6 +4,10 @@
 (three nodes by default) whose nodes find each other through their route ports,
 each with its own name and store, and returns once the nodes agree on a meta
 leader: the engine a deployment grows into when one server is not enough.
+
+A single server can also be secured like a production one (``security=``, made by
+:func:`create_nats_security`): clients must use TLS, trusting a throwaway CA, and
+log in with a user and password, laid out as a Celeriac NATS Secret is mounted.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -20,11 +25,112 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celeriac_devenv import pki
 from celeriac_devenv.building import ensure_binaries
 from celeriac_devenv.errors import DevenvError
 from celeriac_devenv.processes import ManagedProcess, free_port, spawn, wait_until
 
 CLUSTER_NAME = "celeriac"
+CONFIG_FILE = "nats-server.conf"
+
+# The files of a Celeriac NATS Secret, as mounted into a pod.
+SECRET_USER = "user"
+SECRET_PASSWORD = "password"
+SECRET_CA = "ca.crt"
+
+
+@dataclass(frozen=True)
+class NatsSecurity:
+    """What a server needs to require TLS and a user/password, and what clients get.
+
+    ``directory`` holds the CA certificate, the server's certificate and key, and
+    ``client_dir``: the files ``user``, ``password`` and ``ca.crt``, nothing else,
+    as a Celeriac NATS Secret is mounted (point ``CELERIAC_NATS_AUTH_DIR`` at it).
+    """
+
+    directory: Path
+    user: str
+    password: str
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA certificate clients trust."""
+        return self.directory / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        """The server's certificate (127.0.0.1 and localhost)."""
+        return self.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        """The server certificate's private key."""
+        return self.directory / "server.key"
+
+    @property
+    def client_dir(self) -> Path:
+        """The client's credentials, laid out as a mounted Celeriac NATS Secret."""
+        return self.directory / "client"
+
+
+def create_nats_security(directory: Path, user: str = "celeriac") -> NatsSecurity:
+    """Write a throwaway CA, a server certificate it signs for 127.0.0.1 and
+    localhost, a random password, and the client's credential folder."""
+    ca = pki.new_ca("celeriac-devenv-nats-ca")  # names the package when it is missing
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    security = NatsSecurity(directory=directory, user=user, password=secrets.token_urlsafe(24))
+    directory.mkdir(parents=True, exist_ok=True)
+    security.ca_cert.write_bytes(ca.cert_pem)
+    pem, key = pki.issue_certificate(
+        ca,
+        "nats-server",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+    )
+    security.server_cert.write_bytes(pem)
+    pki.write_private_key(security.server_key, key)
+    client = security.client_dir
+    client.mkdir(exist_ok=True)
+    client.chmod(0o700)
+    (client / SECRET_USER).write_text(user)
+    password = client / SECRET_PASSWORD
+    password.touch(mode=0o600)
+    password.chmod(0o600)
+    password.write_text(security.password)
+    (client / SECRET_CA).write_bytes(ca.cert_pem)
+    return security
+
+
+def config_string(value: str) -> str:
+    """``value`` as a double-quoted nats-server configuration string."""
+    out = []
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def render_security_config(security: NatsSecurity) -> str:
+    """The nats-server configuration that requires TLS and the user/password on the
+    client port (the other settings stay on the command line)."""
+    return (
+        "# Clients must use TLS and log in; written by celeriac-devenv.\n"
+        "tls {\n"
+        f"  cert_file: {config_string(str(security.server_cert))}\n"
+        f"  key_file: {config_string(str(security.server_key))}\n"
+        "  timeout: 2\n"
+        "}\n"
+        "authorization {\n"
+        f"  user: {config_string(security.user)}\n"
+        f"  password: {config_string(security.password)}\n"
+        "}\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,11 +172,13 @@ class NatsServer:
     tie_to_parent: bool = True
     process: ManagedProcess | None = None
     cluster: ClusterRoutes | None = None
+    security: NatsSecurity | None = None
 
     @property
     def url(self) -> str:
-        """The client URL, ``nats://127.0.0.1:<port>``."""
-        return f"nats://127.0.0.1:{self.port}"
+        """The client URL, ``nats://127.0.0.1:<port>`` (``tls://`` with ``security``)."""
+        scheme = "tls" if self.security else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def monitor_url(self) -> str:
@@ -95,11 +203,20 @@ class NatsServer:
 
     def launch(self) -> None:
         """Start the process without waiting (cluster nodes wait for their peers)."""
+        if self.security and self.cluster:
+            raise DevenvError("a secured NATS server cannot be a cluster node (routes are plain)")
         binary = ensure_binaries(["nats-server"])["nats-server"]
         store = self.workdir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self.security:
+            path = self.workdir / CONFIG_FILE
+            path.write_text(render_security_config(self.security))
+            path.chmod(0o600)
+            config = ["--config", str(path)]
         argv = [
             str(binary),
+            *config,
             "--addr", "127.0.0.1",
             "--port", str(self.port),
             "--http_port", str(self.monitor_port),
@@ -219,10 +336,16 @@ class NatsCluster:
             node.stop()
 
 
-def start_nats(workdir: Path | None = None, *, tie_to_parent: bool = True) -> NatsServer:
-    """Start a nats-server in ``workdir`` (a new temporary folder by default)."""
+def start_nats(
+    workdir: Path | None = None,
+    *,
+    tie_to_parent: bool = True,
+    security: NatsSecurity | None = None,
+) -> NatsServer:
+    """Start a nats-server in ``workdir`` (a new temporary folder by default); with
+    ``security`` it requires TLS and the user/password."""
     path = workdir or Path(tempfile.mkdtemp(prefix="celeriac-nats-"))
-    return NatsServer(workdir=path, tie_to_parent=tie_to_parent).start()
+    return NatsServer(workdir=path, tie_to_parent=tie_to_parent, security=security).start()
 
 
 def start_nats_cluster(

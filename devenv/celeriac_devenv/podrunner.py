@@ -6,6 +6,10 @@ container's command with the pod's environment, and stops it with SIGTERM, then
 SIGKILL after the pod's grace period, when the pod goes away. So scaling a
 Deployment really changes how many workers consume tasks.
 
+Secret and ConfigMap volumes the container mounts are written to a folder of the
+pod's own, and environment values under a mount path point into that folder, so
+a worker reads its mounted credentials as it would in a real pod.
+
 Run as ``python -m celeriac_devenv.podrunner --kubeconfig FILE --log-dir DIR``.
 """
 
@@ -15,11 +19,14 @@ import argparse
 import base64
 import logging
 import os
+import posixpath
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from celeriac_devenv.processes import ManagedProcess, free_port, spawn, stop_group
@@ -78,6 +85,98 @@ def pod_environment(
     return env
 
 
+def write_volumes(
+    pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lookup, root: Path
+) -> dict[str, Path]:
+    """Write the Secret and ConfigMap volumes ``container`` mounts into ``root/<volume>/``.
+
+    Every key becomes a file (only the ``items``, at their ``path``, when listed),
+    readable by its owner only. Returns each mount path's local folder. Mounts with
+    a ``subPath`` and other kinds of volume are skipped. A missing Secret or
+    ConfigMap (or listed key) raises, unless the volume is ``optional``.
+    """
+    volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
+    ns = pod["metadata"]["namespace"]
+    written: dict[str, Path] = {}
+    mounts: dict[str, Path] = {}
+    for mount in container.get("volumeMounts") or []:
+        name, mount_path = mount["name"], _normal_mount_path(mount["mountPath"])
+        if mount.get("subPath") or mount.get("subPathExpr"):
+            log.warning("volume %r at %s: subPath is not supported locally", name, mount_path)
+            continue
+        volume = volumes.get(name)
+        if volume is None:
+            raise ValueError(f"volume mount {name!r} names no volume of the pod")
+        if "secret" in volume:
+            kind, source = "secret", volume["secret"]
+            source_name = source.get("secretName", "")
+        elif "configMap" in volume:
+            kind, source = "configmap", volume["configMap"]
+            source_name = source.get("name", "")
+        else:
+            continue  # emptyDir, projected, ...: nothing the runner provides
+        if name not in written:
+            written[name] = _write_volume(
+                root / name, kind=kind, ns=ns, name=source_name, source=source, lookup=lookup
+            )
+        mounts[mount_path] = written[name]
+    return mounts
+
+
+def _normal_mount_path(path: str) -> str:
+    return posixpath.normpath(path) if path else path
+
+
+def _write_volume(
+    target: Path, *, kind: str, ns: str, name: str, source: Mapping[str, Any], lookup: Lookup
+) -> Path:
+    optional = bool(source.get("optional"))
+    try:
+        data = dict(lookup(kind, ns, name))
+    except Exception as exc:
+        if not optional:
+            reason = getattr(exc, "reason", None) or exc  # an ApiException's is one line
+            raise ValueError(f"{kind} {ns}/{name} cannot be read: {reason}") from exc
+        data = {}
+    items = source.get("items")
+    if items:
+        files: dict[str, str] = {}
+        for item in items:
+            if item["key"] in data:
+                files[item["path"]] = data[item["key"]]
+            elif not optional:
+                raise ValueError(f"{kind} {ns}/{name} has no key {item['key']!r}")
+    else:
+        files = data
+    for relative in files:
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+            raise ValueError(f"{kind} {ns}/{name}: item path {relative!r} leaves the volume")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True, mode=0o700)
+    for relative, value in files.items():
+        path = target.joinpath(*PurePosixPath(relative).parts)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(value)
+    return target
+
+
+def with_local_mounts(env: Mapping[str, str], mounts: Mapping[str, Path]) -> dict[str, str]:
+    """``env`` with values at or under a mount path pointing into its local folder
+    instead (the longest matching mount path wins)."""
+    longest_first = sorted((m for m in mounts if m.strip("/")), key=len, reverse=True)
+    out = dict(env)
+    for key, value in env.items():
+        for mount_path in longest_first:
+            if value == mount_path or value.startswith(mount_path + "/"):
+                out[key] = str(mounts[mount_path]) + value[len(mount_path) :]
+                break
+    return out
+
+
 def with_local_health_port(argv: list[str], env: dict[str, str], port: int) -> list[str]:
     """Give each local worker its own health port (pods share one host here)."""
     env[HEALTH_PORT_ENV] = str(port)
@@ -101,6 +200,7 @@ class PodRunner:
         self.log_dir = log_dir
         self.bin_dir = Path(sys.executable).parent
         self.running: dict[str, ManagedProcess] = {}
+        self.volumes: dict[str, Path] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -128,27 +228,41 @@ class PodRunner:
             if key in self.running or self.stopping.is_set():
                 return
             container = pod["spec"]["containers"][0]
+            volumes = self.volume_root(pod)
             try:
+                mounts = write_volumes(pod, container, self.lookup, volumes)
                 env = dict(os.environ)
-                env.update(pod_environment(pod, container, self.lookup))
+                env.update(with_local_mounts(pod_environment(pod, container, self.lookup), mounts))
                 argv = with_local_health_port(
                     container_argv(container, self.bin_dir), env, free_port()
                 )
             except Exception as exc:
+                # A kubelet would keep the pod ContainerCreating; the next sync tries again.
                 log.error("cannot run pod %s: %s", key, exc)
+                shutil.rmtree(volumes, ignore_errors=True)
                 return
             name = key.rsplit("/", 1)[0].replace("/", "_")
             proc = spawn(name, argv, log_dir=self.log_dir, env=env)
             self.running[key] = proc
+            self.volumes[key] = volumes
         log.info("started pod %s as pid %d: %s", key, proc.pid, " ".join(argv))
+
+    def volume_root(self, pod: Mapping[str, Any]) -> Path:
+        """Where the pod's mounted volumes are written while its process runs."""
+        meta = pod["metadata"]
+        uid = str(meta.get("uid", ""))[:8]
+        return self.log_dir / "volumes" / f"{meta['namespace']}_{meta['name']}_{uid}"
 
     def _stop(self, key: str, grace: float) -> None:
         with self.lock:
             proc = self.running.pop(key, None)
+            volumes = self.volumes.pop(key, None)
         if proc is None:
             return
         log.info("stopping pod %s (pid %d, grace %.0fs)", key, proc.pid, grace)
-        threading.Thread(target=proc.stop, args=(grace,), daemon=True).start()
+        threading.Thread(
+            target=_stop_and_clean, args=(proc.pid, grace, proc.popen, volumes), daemon=True
+        ).start()
 
     def sync(self) -> str:
         """List pods, start and stop processes to match; return the resourceVersion."""
@@ -192,13 +306,28 @@ class PodRunner:
         """Stop every local pod process."""
         self.stopping.set()
         with self.lock:
-            procs = list(self.running.values())
+            procs = [(p, self.volumes.get(k)) for k, p in self.running.items()]
             self.running.clear()
-        threads = [threading.Thread(target=stop_group, args=(p.pid, grace, p.popen)) for p in procs]
+            self.volumes.clear()
+        threads = [
+            threading.Thread(target=_stop_and_clean, args=(p.pid, grace, p.popen, volumes))
+            for p, volumes in procs
+        ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+
+
+def _stop_and_clean(
+    pid: int, grace: float, popen: subprocess.Popen[bytes], volumes: Path | None
+) -> None:
+    """Stop a pod's process group, then remove its volume folder (best effort)."""
+    try:
+        stop_group(pid, grace, popen)
+    finally:
+        if volumes is not None:
+            shutil.rmtree(volumes, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import ssl
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 import pytest
 from celeriac_devenv import versions
 from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.nats import NatsServer
 
 from tests.support import wait_until
 
@@ -189,3 +192,28 @@ async def test_jetstream_publish_pull_ack(nats_url: str) -> None:
         await js.delete_stream("ENVCHECK")
     finally:
         await nc.close()
+
+
+@pytest.mark.integration
+async def test_secure_nats_requires_tls_and_the_password(secure_nats: NatsServer) -> None:
+    assert secure_nats.security is not None
+    assert secure_nats.url.startswith("tls://127.0.0.1:")
+    creds = secure_nats.security.client_dir
+    assert sorted(p.name for p in creds.iterdir()) == ["ca.crt", "password", "user"]
+    assert (creds / "password").stat().st_mode & 0o777 == 0o600
+    user, password = (creds / "user").read_text(), (creds / "password").read_text()
+    trust = ssl.create_default_context(cafile=str(creds / "ca.crt"))
+    # No reconnecting: a refused first connect raises instead of retrying.
+    once: dict[str, Any] = {"allow_reconnect": False, "connect_timeout": 5}
+
+    nc = await nats.connect(secure_nats.url, user=user, password=password, tls=trust, **once)
+    try:
+        info = await nc.jetstream().account_info()
+        assert info.streams == 0
+    finally:
+        await nc.close()
+
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(secure_nats.url, user=user, password="wrong", tls=trust, **once)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await nats.connect(secure_nats.url, user=user, password=password, **once)

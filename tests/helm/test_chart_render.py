@@ -184,7 +184,7 @@ def test_credentials_secret_is_mounted_read_only() -> None:
     values = {"nats": {"url": "tls://nats:4222", "credentials": {"secretName": "nats-creds"}}}
     objects = render(values)
     container = _container(objects)
-    assert _env(container)["CELERIAC_NATS_CREDS"] == "/etc/celeriac/nats/nats.creds"
+    assert _env(container)["CELERIAC_NATS_AUTH_DIR"] == "/etc/celeriac/nats"
     mount = next(m for m in container["volumeMounts"] if m["name"] == "nats-credentials")
     assert mount["readOnly"] is True
     volumes = operator_deployment(objects)["spec"]["template"]["spec"]["volumes"]

@@ -28,16 +28,19 @@ class OperatorProcess:
     log_dir: Path
     port: int = 0
     process: ManagedProcess | None = None
+    nats_url: str | None = None  # default: the environment's NATS
+    args: tuple[str, ...] = ()  # more options, e.g. ("-n", NS, "--lease-name", NAME)
 
     def start(self, role: str = "leader") -> None:
         self.port = free_port()
         argv = [
             sys.executable, "-m", "celeriac.operator",
             "--kubeconfig", str(self.kube.kubeconfig),
-            "--nats-url", str(self.kube.nats_url),
+            "--nats-url", self.nats_url or str(self.kube.nats_url),
             "--liveness-port", str(self.port),
             "--lease-namespace", "default",
             "--verbose",
+            *self.args,
         ]  # fmt: skip
         self.process = spawn("operator", argv, log_dir=self.log_dir, cwd=ROOT)
         wait_until(

@@ -85,7 +85,7 @@ def test_command(extra: dict[str, Any], command_tail: list[str]) -> None:
         ({"env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
          {"S": {"secretKeyRef": {"name": "s", "key": "k"}}}),
         ({"nats": {"credentialsSecret": "creds"}},
-         {"CELERIAC_NATS_CREDS": "/etc/celeriac/nats/nats.creds"}),
+         {"CELERIAC_NATS_AUTH_DIR": "/etc/celeriac/nats"}),
     ],
 )  # fmt: skip
 def test_environment(extra: dict[str, Any], expected: dict[str, Any]) -> None:

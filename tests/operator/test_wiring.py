@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import pytest
 
+from celeriac.exceptions import NatsRefusedError
 from celeriac.operator import cli
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.kube import Events
 from celeriac.operator.login import connection_info
+from celeriac.operator.taskqueues import nats_trouble
 from celeriac.operator.workerpools import (
     ReplicaCounts,
     indexed_counts,
@@ -27,7 +30,7 @@ def test_config_from_env() -> None:
         {"CELERIAC_NATS_URL": "nats://n:4222", "CELERIAC_NATS_CREDS": "/s/nats.creds"}
     )
     assert config.nats_url == "nats://n:4222"
-    assert config.nats_credentials == Path("/s/nats.creds")
+    assert config.nats_auth.creds_file == "/s/nats.creds"
     assert OperatorConfig.from_env({}).nats_url == "nats://127.0.0.1:4222"
 
 
@@ -138,3 +141,24 @@ def test_indexed_counts_finds_one_deployment() -> None:
     assert indexed_counts(index, "team", "a-workers") == counts
     assert indexed_counts(index, "team", "gone-workers") is None
     assert indexed_counts(index, "other", "a-workers") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "connected", "reason", "delay"),
+    [
+        (NatsRefusedError("NATS at x refused the operator: bad"), True, "NatsRefused", 30.0),
+        (NatsRefusedError("refused"), False, "NatsRefused", 30.0),
+        (TimeoutError(), True, "JetStreamNotAnswering", 1.0),
+        (nats.errors.TimeoutError(), True, "JetStreamNotAnswering", 1.0),
+        (TimeoutError(), False, "NatsUnavailable", 5.0),
+        (ConnectionRefusedError(111, "refused"), False, "NatsUnavailable", 5.0),
+        (nats.errors.NoServersError(), False, "NatsUnavailable", 5.0),
+    ],
+)  # fmt: skip
+def test_nats_trouble_tells_refusals_elections_and_outages_apart(
+    exc: BaseException, connected: bool, reason: str, delay: float
+) -> None:
+    got_reason, message, got_delay = nats_trouble(exc, connected)
+    assert (got_reason, got_delay) == (reason, delay)
+    if reason == "NatsRefused":
+        assert "--nats-auth-dir" in message
