@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celeriac.natsauth import AUTH_DIR_ENV
+from celeriac.protocol.podfields import quantity_text
 from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
 
 POOL_LABEL = "celeriac.io/pool"
@@ -151,7 +152,10 @@ def worker_container(spec: WorkerPoolSpec, nats_url: str) -> dict[str, Any]:
     if spec.env_from:
         container["envFrom"] = [dict(e) for e in spec.env_from]
     if spec.resources:
-        container["resources"] = spec.resources.model_dump(by_alias=True)
+        container["resources"] = {
+            kind: {name: quantity_text(amount) for name, amount in amounts.items()}
+            for kind, amounts in spec.resources.model_dump(by_alias=True).items()
+        }
     if spec.nats and spec.nats.credentials_secret:
         container["volumeMounts"].append(
             {"name": CREDS_VOLUME, "mountPath": CREDS_DIR, "readOnly": True}

@@ -5,7 +5,7 @@ the field. Structured fields (security context, tolerations, affinity, envFrom,
 valueFrom) use Kubernetes' own schemas, stored in ``kubeschemas.json`` (see
 ``celeriac.operator.kubeschemas``). What Kubernetes checks in code rather than in
 its schema (quantities, label keys and values, environment variable names) is
-checked by the CRD where the API server's rule budget allows (quantities by CEL, label
+checked by the CRD where the API server's rule budget allows (quantities by pattern, label
 values by pattern) and always in Python, so the operator reports an invalid spec
 instead of failing on the Deployment (label and annotation keys: a regex over map
 keys of unknown length is beyond the API server's budget for CEL rules).
@@ -14,12 +14,13 @@ keys of unknown length is beyond the API server's budget for CEL rules).
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, StrictFloat, StrictInt, StrictStr, WithJsonSchema
 
 # resource.Quantity's text form, without a sign: requests and limits are never negative.
 QUANTITY_PATTERN = (
@@ -47,15 +48,21 @@ def kube_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def _check_quantities(value: dict[str, int | str]) -> dict[str, int | str]:
+def quantity_text(amount: int | float | str) -> str:
+    """An amount as the text Kubernetes clients send (``0.5`` -> ``"0.5"``)."""
+    return amount if isinstance(amount, str) else repr(amount)
+
+
+def _check_quantities(
+    value: dict[str, int | float | str],
+) -> dict[str, int | float | str]:
     for name, amount in value.items():
-        if isinstance(amount, bool) or not (
-            (isinstance(amount, int) and amount >= 0)
-            or (isinstance(amount, str) and _QUANTITY.match(amount))
-        ):
-            raise ValueError(
-                f"{name}: {amount!r} is not a quantity >= 0 (e.g. 500m, '0.5', 2, 1Gi)"
-            )
+        if isinstance(amount, str):
+            valid = len(amount) <= 64 and bool(_QUANTITY.match(amount))
+        else:
+            valid = not isinstance(amount, bool) and math.isfinite(amount) and amount >= 0
+        if not valid:
+            raise ValueError(f"{name}: {amount!r} is not a quantity >= 0 (e.g. 500m, 0.5, 2, 1Gi)")
     return value
 
 
@@ -80,25 +87,22 @@ def _valid_key(key: str) -> bool:
     return len(prefix) <= 253 and len(name) <= 63 and bool(_LABEL_KEY.match(key))
 
 
-# Checked per value, so the cost is bounded by one quantity's length.
-_QUANTITY_RULE = {
-    "rule": "type(self) == string ? "
-    "(isQuantity(self) && !quantity(self).isLessThan(quantity('0'))) : self >= 0",
-    "message": "must be a quantity >= 0, e.g. 500m, '0.5', 2, 1Gi",
-}
-
 Quantities = Annotated[
-    dict[str, int | str],
+    # Strict: true is not the number 1.
+    dict[str, StrictInt | StrictFloat | StrictStr],
     AfterValidator(_check_quantities),
     WithJsonSchema(
         {
             "type": "object",
-            # A CRD value is an integer or a string: a fraction is written as a string
-            # ("0.5") or in milli-units (500m), which mean the same to the Pod.
+            # As in a Pod, an amount is a number (0.5, 2) or a string (500m, 1Gi). A
+            # CRD value of either type has no type of its own; the pattern applies to
+            # strings, the minimum to numbers. Other JSON (true, a list) passes the API
+            # server and the operator reports it as an invalid spec.
             "additionalProperties": {
-                "x-kubernetes-int-or-string": True,
+                "x-kubernetes-preserve-unknown-fields": True,
+                "pattern": QUANTITY_PATTERN,
                 "maxLength": 64,
-                "x-kubernetes-validations": [_QUANTITY_RULE],
+                "minimum": 0,
             },
             "maxProperties": 32,
         }

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celeriac_devenv.cluster import KubeEnvironment
 
 from celeriac.operator import kubeschemas
+from tests.operator.kubeobjects import get
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +86,25 @@ def test_stored_kube_schemas_match_the_api_server(crds: KubeEnvironment) -> None
         "`kubectl get --raw /openapi/v3/api/v1 | python -m celeriac.operator.kubeschemas -` "
         "then `python -m celeriac.operator.crdgen`"
     )
+
+
+def test_fractions_are_quantities_as_in_a_pod(operator: Any, namespace: str) -> None:
+    kube: KubeEnvironment = operator.kube
+    manifest = (
+        "apiVersion: celeriac.io/v1alpha1\nkind: WorkerPool\nmetadata: {name: half}\n"
+        "spec:\n  queues: [emails]\n  app: shop.tasks\n  image: example/shop:1\n"
+        "  replicas: 0\n  resources:\n    requests: {cpu: 0.5, memory: 0.5Gi}\n"
+        "    limits: {cpu: 1.5, memory: '1Gi'}\n"
+    )
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    deployment = wait_until(
+        lambda: get(kube, namespace, "deployment", "half-workers"),
+        timeout=60,
+        what="the pool's Deployment",
+    )
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    # The API server keeps Kubernetes' canonical form of each amount.
+    assert resources == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "1500m", "memory": "1Gi"},
+    }

@@ -142,16 +142,17 @@ def test_resources_env_from_and_pull_policy() -> None:
     c = container(
         build(
             resources={
-                "limits": {"cpu": "1", "memory": "512Mi"},
+                "limits": {"cpu": 1.5, "memory": "512Mi"},
                 "requests": {"cpu": "500m", "memory": 256},
             },
             envFrom=[{"configMapRef": {"name": "cfg"}}],
             imagePullPolicy="Never",
         )
     )
+    # Amounts go to the Deployment as text, as Kubernetes clients send them.
     assert c["resources"] == {
-        "limits": {"cpu": "1", "memory": "512Mi"},
-        "requests": {"cpu": "500m", "memory": 256},
+        "limits": {"cpu": "1.5", "memory": "512Mi"},
+        "requests": {"cpu": "500m", "memory": "256"},
     }
     assert c["envFrom"] == [{"configMapRef": {"name": "cfg"}}]
     assert c["imagePullPolicy"] == "Never"

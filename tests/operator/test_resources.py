@@ -101,6 +101,9 @@ INVALID: list[tuple[type[Any], dict[str, Any], str]] = [
     (WorkerPoolSpec, {**POOL, "queues": []}, "queues"),
     (WorkerPoolSpec, {**POOL, "resources": {"limits": {"cpu": "lots"}}}, "cpu: 'lots'"),
     (WorkerPoolSpec, {**POOL, "resources": {"requests": {"memory": "-512Mi"}}}, "memory"),
+    (WorkerPoolSpec, {**POOL, "resources": {"limits": {"cpu": -0.5}}}, "cpu: -0.5"),
+    (WorkerPoolSpec, {**POOL, "resources": {"limits": {"cpu": True}}}, "resources.limits.cpu"),
+    (WorkerPoolSpec, {**POOL, "resources": {"limits": {"cpu": float("inf")}}}, "cpu: inf"),
     (WorkerPoolSpec, {**POOL, "env": [{"name": "MODE=fast", "value": "x"}]}, "env.0.name"),
     (WorkerPoolSpec, {**POOL, "podLabels": {"team name": "x"}}, "'team name' is not a valid"),
     (WorkerPoolSpec, {**POOL, "podLabels": {"team": "not a value"}}, "not a valid label value"),
@@ -120,7 +123,10 @@ def test_pod_fields_valid_in_a_pod_are_accepted() -> None:
     WorkerPoolSpec.model_validate(
         {
             **POOL,
-            "resources": {"requests": {"cpu": "0.5", "memory": "256Mi"}, "limits": {"cpu": 2}},
+            "resources": {
+                "requests": {"cpu": "0.5", "memory": "256Mi"},
+                "limits": {"cpu": 2, "memory": 0.5e9},
+            },
             "env": [{"name": "my.var-1", "value": "x"}],
             "podLabels": {"team.example.com/name": "payments", "tier": ""},
             "podAnnotations": {"example.com/owner": "any text at all"},
