@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Unpack, overload
 
-from celeriac import async_result
+from celeriac import async_result, periodic, schedules
 from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
 from celeriac.canvas import Canvas, Signature
 from celeriac.client import Client
 from celeriac.natsauth import NatsAuth
 from celeriac.planning import Plan
 from celeriac.protocol import jetstream, names
+from celeriac.protocol.periodic import PeriodicTask
 from celeriac.submitting import prepare
 from celeriac.syncbridge import refuse_inside_event_loop
 from celeriac.task import Task, TaskOptions
@@ -94,6 +96,8 @@ class Celeriac:
             ),
         )
         self.tasks: dict[str, Task] = {}
+        # Periodic tasks by schedule name; ``sync_schedules`` publishes them.
+        self.periodic_tasks: dict[str, PeriodicTask] = {}
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.name} {self.nats_url}>"
@@ -179,6 +183,163 @@ class Celeriac:
         if fn is not None:
             return register(fn)
         return register
+
+    # Periodic tasks --------------------------------------------------------------------------
+
+    def periodic_task(
+        self,
+        cron: str | None = None,
+        every: float | timedelta | str | None = None,
+        *,
+        tz: str = "UTC",
+        name: str | None = None,
+        task_name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        concurrency_policy: str = "Allow",
+        expires: float | timedelta | None = None,
+        jitter: float | timedelta = 0,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any]], Task]:
+        """Register a function as a task (as ``@app.task``) that runs on a schedule.
+
+        ``cron`` (5 fields, or 6 with seconds first, or a macro such as ``@daily``),
+        read in the zone ``tz``, or ``every`` (seconds, a ``timedelta`` or ``"5m"``):
+        exactly one. ``name`` names the schedule (default: the task name made into a
+        DNS label); ``task_name`` names the task (default ``module.qualname``). ``args``
+        and ``kwargs`` are passed to every run. ``concurrency_policy`` (``Allow``,
+        ``Forbid``, ``Replace``) says what a slot does while the previous run is
+        unfinished; ``expires`` is how long after its slot a run may still start
+        (default: one interval); ``jitter`` delays each run by up to that many
+        seconds. Other options go to ``@app.task``. Nothing is sent until
+        ``sync_schedules()``. Mistakes raise ``ValueError`` here, naming the argument.
+        """
+        if queue is not None:
+            names.check_queue_name(queue)
+        # Checked now, before there is a function: a bad cron fails at import time.
+        periodic.define(
+            name=name or "check",
+            task=task_name or "check",
+            queue=queue or self.default_queue,
+            cron_text=cron,
+            every=every,
+            tz=tz,
+            args=args,
+            kwargs=kwargs,
+            policy=concurrency_policy,
+            expires=expires,
+            jitter=jitter,
+        )
+
+        def register(fn: Callable[..., Any]) -> Task:
+            full_name = task_name or f"{fn.__module__}.{fn.__qualname__}"
+            definition = periodic.define(
+                name=name or periodic.schedule_name_for(full_name),
+                task=full_name,
+                queue=queue or self.default_queue,
+                cron_text=cron,
+                every=every,
+                tz=tz,
+                args=args,
+                kwargs=kwargs,
+                policy=concurrency_policy,
+                expires=expires,
+                jitter=jitter,
+            )
+            self._check_new_schedule(definition)
+            options = {**task_options, "queue": definition.queue}
+            task = self.task(name=full_name, **options)(fn)
+            self.periodic_tasks[definition.name] = definition
+            return task
+
+        return register
+
+    def add_periodic_task(
+        self,
+        schedule: float | timedelta | str,
+        signature: Signature | Task,
+        name: str | None = None,
+        *,
+        tz: str = "UTC",
+        queue: str | None = None,
+        concurrency_policy: str = "Allow",
+        expires: float | timedelta | None = None,
+        jitter: float | timedelta = 0,
+    ) -> PeriodicTask:
+        """Run ``signature`` (``add.s(2, 3)``, or a task) on ``schedule``, as Celery's
+        ``add_periodic_task``: seconds or a ``timedelta`` (an interval), a cron string
+        (``"0 2 * * *"``, ``"@daily"``) or ``"@every 5m"``.
+
+        The queue is ``queue``, else the signature's, else the task's. A signature's
+        ``expires`` (seconds) and ``headers`` carry over; other delivery options do not
+        apply to a schedule and raise ``ValueError``. Returns the definition.
+        """
+        if isinstance(signature, Task):
+            signature = signature.s()
+        if not isinstance(signature, Signature):
+            raise TypeError(
+                f"signature: expected a signature (task.s(...)) or a task, not {signature!r}"
+            )
+        options = dict(signature.options)
+        sig_queue, headers = options.pop("queue", None), options.pop("headers", None)
+        sig_expires = options.pop("expires", None)
+        if options:
+            raise ValueError(
+                f"signature: option(s) {', '.join(sorted(options))} do not apply to a periodic task"
+            )
+        if sig_expires is not None and not isinstance(sig_expires, int | float):
+            raise ValueError("signature: expires of a periodic task must be seconds")
+        if isinstance(schedule, str) and not schedule.strip().startswith("@every"):
+            cron_text, every = schedule, None
+        else:
+            cron_text, every = None, schedule
+        definition = periodic.define(
+            name=name or periodic.schedule_name_for(signature.task),
+            task=signature.task,
+            queue=queue or sig_queue or self._task_queue(signature.task),
+            cron_text=cron_text,
+            every=every,
+            tz=tz,
+            args=signature.args,
+            kwargs=signature.kwargs,
+            policy=concurrency_policy,
+            expires=expires if expires is not None else sig_expires,
+            jitter=jitter,
+            headers=headers,
+            arguments=("schedule", "schedule"),
+        )
+        self._check_new_schedule(definition)
+        self.periodic_tasks[definition.name] = definition
+        return definition
+
+    def _check_new_schedule(self, definition: PeriodicTask) -> None:
+        """Refuse a second, different definition under one schedule name."""
+        known = self.periodic_tasks.get(definition.name)
+        if known is not None and known != definition:
+            raise ValueError(
+                f"name: schedule {definition.name!r} is already defined (task {known.task}); "
+                "give this one another name="
+            )
+
+    async def async_sync_schedules(self, prune: bool = False) -> schedules.SyncReport:
+        """Publish every periodic task's schedule to NATS (unchanged ones are left alone).
+
+        With ``prune``, also delete the schedules this app does not define on the queues
+        it uses (its periodic tasks', its tasks' and its default queue).
+        """
+        queues = {self.default_queue, *(task.queue for task in self.tasks.values())}
+        return await schedules.sync_schedules(
+            await self.broker(), self.periodic_tasks.values(), prune=prune, queues=queues
+        )
+
+    def sync_schedules(self, prune: bool = False) -> schedules.SyncReport:
+        """Blocking twin of ``async_sync_schedules``."""
+        return self.client.run_sync(
+            lambda: self.async_sync_schedules(prune=prune),
+            call="sync_schedules()",
+            twin="async_sync_schedules()",
+        )
 
     def _task_queue(self, name: str) -> str:
         task = self.tasks.get(name)

@@ -1,24 +1,35 @@
 """The ``celeriac`` command: dispatches to each component's own command line.
 
 Subcommands are imported lazily so ``celeriac worker`` never imports kopf and
-``celeriac operator`` never imports the worker runtime.
+``celeriac operator`` never imports the worker runtime. ``celeriac schedule``
+(periodic tasks) needs only the SDK and lives here.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__
 from celeriac.extras import MissingExtraError, require
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.broker import Broker
+    from celeriac.schedules import ScheduleInfo
 
 # subcommand -> (module whose main(argv) returns an exit code, the extra it needs, help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("celeriac.worker_runtime.cli", "worker", "run a worker that consumes queues"),
     "operator": ("celeriac.operator.cli", "operator", "run the Kubernetes operator"),
 }
+SCHEDULE_HELP = "manage periodic tasks: sync, list, trigger, suspend, resume, delete"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, _, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
+    sub.add_parser("schedule", help=SCHEDULE_HELP, add_help=False)
+    if args and args[0] == "schedule":
+        return schedule_main(args[1:])
     if not args or args[0] not in SUBCOMMANDS:
         parser.parse_args(args)
         parser.print_help()
@@ -44,6 +58,238 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     entry: Callable[[list[str]], int] = importlib.import_module(module_name).main
     return entry(args[1:])
+
+
+# celeriac schedule -----------------------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """A mistake on the command line, reported as one sentence."""
+
+
+def schedule_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``celeriac schedule``."""
+    parser = argparse.ArgumentParser(
+        prog="celeriac schedule",
+        description="Manage periodic tasks: the schedules nats-server holds and fires.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--nats-url", metavar="URL",
+        help="NATS server(s) (default: the app's, else $CELERIAC_NATS_URL, else local)",
+    )  # fmt: skip
+    app_option: dict[str, Any] = {
+        "dest": "app_spec",
+        "metavar": "MODULE[:APP]",
+        "help": "module defining the app (its NATS settings; APP names the instance)",
+    }
+    one = argparse.ArgumentParser(add_help=False, parents=[common])
+    one.add_argument("name", metavar="NAME", help="the schedule's name")
+    one.add_argument(
+        "-Q", "--queue", help="the schedule's queue (needed when NAME is on several queues)"
+    )
+    one.add_argument("-A", "--app", **app_option)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sync = actions.add_parser(
+        "sync", parents=[common], help="publish the app's periodic tasks to NATS"
+    )
+    sync.add_argument("-A", "--app", required=True, **app_option)
+    sync.add_argument(
+        "--prune", action="store_true",
+        help="also delete schedules the app does not define on the queues it uses",
+    )  # fmt: skip
+    listing = actions.add_parser("list", parents=[common], help="show the schedules")
+    listing.add_argument("-A", "--app", **app_option)
+    listing.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    listing.add_argument(
+        "-Q", "--queue", action="append", dest="queues", metavar="QUEUE",
+        help="only these queues (repeat it, or separate them with commas)",
+    )  # fmt: skip
+    for action, help_text in [
+        ("trigger", "enqueue one run now"),
+        ("suspend", "stop it firing, keeping its definition"),
+        ("resume", "make a suspended schedule fire again"),
+        ("delete", "remove it for good"),
+    ]:
+        actions.add_parser(action, parents=[one], help=help_text)
+    return parser
+
+
+def schedule_main(argv: Sequence[str]) -> int:
+    """``celeriac schedule ...``: errors are one sentence on stderr and exit status 1."""
+    ns = schedule_parser().parse_args(list(argv))
+    try:
+        return asyncio.run(_schedule(ns))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # reported as a sentence, never as a traceback
+        print(f"celeriac schedule: {_sentence(exc)}", file=sys.stderr)
+        return 1
+
+
+def _sentence(exc: BaseException) -> str:
+    from nats.errors import Error as NatsError
+
+    from celeriac.connection import describe
+    from celeriac.exceptions import CeleriacError
+
+    if isinstance(exc, CeleriacError | CommandError | ValueError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "NATS did not answer in time; is it up and is JetStream enabled?"
+    if isinstance(exc, NatsError | OSError):
+        return f"NATS failed: {describe(exc)}"
+    return f"unexpected error: {describe(exc)}"
+
+
+async def _schedule(ns: argparse.Namespace) -> int:
+    app = _command_app(ns)
+    try:
+        broker = await app.broker()
+        handler = _ACTIONS[ns.action]
+        return await handler(app, broker, ns)
+    finally:
+        await app.aclose()
+
+
+def _command_app(ns: argparse.Namespace) -> Celeriac:
+    """The app of ``-A``, else one that only connects (and declares nothing)."""
+    from celeriac.app import Celeriac
+
+    if ns.app_spec:
+        app = load_app(ns.app_spec)
+        if ns.nats_url:
+            app.nats_url = ns.nats_url
+        return app
+    return Celeriac("celeriac-cli", ns.nats_url, declare_queues=False)
+
+
+def load_app(spec: str) -> Celeriac:
+    """The Celeriac app of ``module`` or ``module:attribute`` (a factory is called)."""
+    from celeriac.app import Celeriac
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise CommandError(f"invalid app {spec!r}: expected MODULE or MODULE:APP")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # the current folder's modules, as for `python -m`
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import error, or the module failing as it runs
+        raise CommandError(f"cannot import app module {module_name!r}: {exc}") from exc
+    if not attr:
+        apps = {id(v): v for v in vars(module).values() if isinstance(v, Celeriac)}
+        if len(apps) != 1:
+            found = "no Celeriac app" if not apps else f"{len(apps)} Celeriac apps"
+            raise CommandError(
+                f"module {module_name!r} defines {found}; name it as {module_name}:APP"
+            )
+        return next(iter(apps.values()))
+    obj: object = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CommandError(f"module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if callable(obj) and not isinstance(obj, Celeriac):
+        obj = obj()
+    if not isinstance(obj, Celeriac):
+        raise CommandError(f"{spec!r} is a {type(obj).__name__}, not a Celeriac app")
+    return obj
+
+
+async def _sync(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
+    report = await app.async_sync_schedules(prune=ns.prune)
+    for result in report.results:
+        print(f"{result.change.value}: {result.name} (queue {result.queue})")
+    print(f"{len(app.periodic_tasks)} periodic task(s) of {app.name}: {report.summary()}")
+    return 0
+
+
+async def _list(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
+    from celeriac import schedules
+
+    queues = None
+    if ns.queues:
+        queues = [q.strip() for item in ns.queues for q in item.split(",") if q.strip()]
+    found = await schedules.list_schedules(broker, queues)
+    if ns.output == "json":
+        print(json.dumps([info.as_json() for info in found], indent=2))
+    else:
+        print(_table(found))
+    return 0
+
+
+_COLUMNS = ("NAME", "QUEUE", "TASK", "SCHEDULE", "TIME ZONE", "SUSPENDED", "NEXT", "LAST RUN",
+            "RUNS", "SKIPS")  # fmt: skip
+
+
+def _table(schedules: Sequence[ScheduleInfo]) -> str:
+    rows = [_COLUMNS]
+    for info in schedules:
+        p, state = info.periodic, info.state
+        rows.append((
+            p.name, p.queue, p.task, info.schedule, p.time_zone if p.cron is not None else "-",
+            "yes" if info.suspended else "no", _when(info.next_fire),
+            (state.last_run if state else None) or "-",
+            str(state.runs if state else 0), str(state.skips if state else 0),
+        ))  # fmt: skip
+    if len(rows) == 1:
+        return "no schedules"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+async def _trigger(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
+    from celeriac import schedules
+
+    info = await schedules.find_schedule(broker, ns.name, ns.queue)
+    task_id = await schedules.trigger(broker, info.queue, info.name)
+    print(f"triggered {info.name} (queue {info.queue}): task {task_id}")
+    return 0
+
+
+async def _suspend(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
+    from celeriac import schedules
+
+    info = await schedules.find_schedule(broker, ns.name, ns.queue)
+    done = await schedules.suspend_schedule(broker, info.queue, info.name)
+    print(f"{'suspended' if done else 'already suspended'}: {info.name} (queue {info.queue})")
+    return 0
+
+
+async def _resume(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
+    from celeriac import schedules
+
+    info = await schedules.find_schedule(broker, ns.name, ns.queue)
+    done = await schedules.resume_schedule(broker, info.queue, info.name)
+    print(f"{'resumed' if done else 'not suspended'}: {info.name} (queue {info.queue})")
+    return 0
+
+
+async def _delete(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
+    from celeriac import schedules
+
+    info = await schedules.find_schedule(broker, ns.name, ns.queue)
+    await schedules.delete_schedule(broker, info.queue, info.name)
+    print(f"deleted: {info.name} (queue {info.queue})")
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[Celeriac, Broker, argparse.Namespace], Awaitable[int]]] = {
+    "sync": _sync,
+    "list": _list,
+    "trigger": _trigger,
+    "suspend": _suspend,
+    "resume": _resume,
+    "delete": _delete,
+}
 
 
 if __name__ == "__main__":

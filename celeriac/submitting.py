@@ -38,7 +38,7 @@ def check_task_id(task_id: str) -> str:
     if not isinstance(task_id, str) or not names.is_valid_task_id(task_id):
         raise ValueError(
             f"invalid task id {task_id!r}: use 1-200 letters, digits, '-', '_', '=' or '.', "
-            "not starting with '.'"
+            "not starting with '.' or 'periodic.' (reserved)"
         )
     return task_id
 

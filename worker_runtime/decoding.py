@@ -1,4 +1,5 @@
-"""Turning message bytes into a TaskMessage, or into the reason it cannot be one.
+"""Turning message bytes into a TaskMessage (or, for a periodic task's fire, into its
+PeriodicTask), or into the reason it cannot be one.
 
 Pure, so every kind of bad input is table-tested; the handler dead-letters a
 rejection instead of crashing or dropping the message. Parsing is strict, as the
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from celeriac.protocol.envelope import DeadLetterReason, TaskMessage, check_task_name
 from celeriac.protocol.names import PROTOCOL_VERSION, is_valid_task_id
+from celeriac.protocol.periodic import PeriodicTask
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,32 @@ def parse_strict(data: bytes) -> Any:
 
 def decode_task(data: bytes) -> TaskMessage | Rejection:
     """Parse and validate a task envelope; never raises."""
+    doc = _load_object(data, "task envelope")
+    if isinstance(doc, Rejection):
+        return doc
+    return _validate(doc)
+
+
+def decode_periodic(data: bytes) -> PeriodicTask | Rejection:
+    """Parse and validate the body of a periodic task's fire (a ``PeriodicTask``); never
+    raises. Anything wrong is ``malformed``: a fire is not run, so no version is told apart."""
+    doc = _load_object(data, "periodic task")
+    if isinstance(doc, Rejection):
+        return doc
+    _, task = _readable(doc)
+    try:
+        # From the JSON text, checked above: strict JSON mode takes an enum's value
+        # ("Forbid"), which strict Python mode would refuse as a plain string.
+        return PeriodicTask.model_validate_json(data)
+    except ValidationError as exc:
+        error = f"invalid periodic task: {_problems(exc)}"
+    except RecursionError:
+        error = "invalid periodic task: nested too deeply"
+    return Rejection(DeadLetterReason.MALFORMED, error, None, task)
+
+
+def _load_object(data: bytes, what: str) -> dict[str, Any] | Rejection:
+    """The JSON object in ``data``, or why it is not one (always ``malformed``)."""
     try:
         doc = parse_strict(data)
     except RecursionError:
@@ -76,9 +104,9 @@ def decode_task(data: bytes) -> TaskMessage | Rejection:
     if not isinstance(doc, dict):
         return Rejection(
             DeadLetterReason.MALFORMED,
-            f"invalid task envelope: expected a JSON object, got {type(doc).__name__}",
+            f"invalid {what}: expected a JSON object, got {type(doc).__name__}",
         )
-    return _validate(doc)
+    return doc
 
 
 def _validate(doc: dict[str, Any]) -> TaskMessage | Rejection:
@@ -95,14 +123,18 @@ def _validate(doc: dict[str, Any]) -> TaskMessage | Rejection:
     try:
         return TaskMessage.model_validate(doc)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(_part(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()[:10]
-        )
-        error = f"invalid task envelope: {problems}"
+        error = f"invalid task envelope: {_problems(exc)}"
     except RecursionError:
         error = "invalid task envelope: nested too deeply"
     return Rejection(DeadLetterReason.MALFORMED, error, task_id, task)
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first ten problems pydantic found, each as ``field: what is wrong``."""
+    return "; ".join(
+        f"{'.'.join(_part(p) for p in err['loc']) or 'message'}: {err['msg']}"
+        for err in exc.errors()[:10]
+    )
 
 
 def _readable(doc: dict[str, Any]) -> tuple[str | None, str | None]:

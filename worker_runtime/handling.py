@@ -3,7 +3,8 @@
 Order matters for at-least-once delivery: the result is stored and the canvas
 continued before the ack; a dead letter is published (and acknowledged by
 JetStream) before the original is terminated, so a crash at any point leaves the
-message to be redelivered rather than lost.
+message to be redelivered rather than lost. A delivery carrying ``Celeriac-Periodic``
+is a periodic task's fire, not a task: ``firing`` turns it into a run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from celeriac.worker_runtime.deadletters import HEADROOM, fit, original_headers,
 from celeriac.worker_runtime.decoding import Rejection, decode_task
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import MAX_ERROR_CHARS, Call, ErrorInfo, Outcome, Pool
+from celeriac.worker_runtime.firing import Fires, decode_fire, is_fire
 from celeriac.worker_runtime.limits import DeliveryLimits
 from celeriac.worker_runtime.logs import current_task_id
 from celeriac.worker_runtime.metrics import WorkerMetrics
@@ -72,10 +74,12 @@ class Handler:
         init=False, default_factory=OrderedDict
     )
     limits: DeliveryLimits = field(init=False)
+    fires: Fires = field(init=False)
 
     def __post_init__(self) -> None:
         self.continuation = Continuation(self.broker)
         self.limits = DeliveryLimits(self.broker)
+        self.fires = Fires(self.broker, self.rng)
 
     async def handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
         """Process one delivery; never raises except when cancelled.
@@ -90,6 +94,9 @@ class Handler:
         await self._guarded(delivery, self._handle(delivery, ran))
 
     async def _handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
+        if is_fire(delivery.msg.headers):
+            await self._fire(delivery)
+            return
         decoded = decode_task(delivery.msg.data)
         if isinstance(decoded, Rejection):
             current_task_id.set(decoded.task_id or "-")
@@ -97,6 +104,16 @@ class Handler:
             return
         current_task_id.set(decoded.id)
         await self._process(delivery, decoded, ran)
+
+    async def _fire(self, delivery: Delivery) -> None:
+        """A periodic task's fire: enqueue its run (never run here), or dead-letter it."""
+        fire = decode_fire(delivery.msg.data, delivery.msg.headers, delivery.queue)
+        if isinstance(fire, Rejection):
+            current_task_id.set("-")
+            await self._reject(delivery, fire)
+            return
+        current_task_id.set(fire.run)
+        await self.fires.handle(delivery, fire)
 
     async def _guarded(self, delivery: Delivery, work: Any) -> Any:
         try:

@@ -89,6 +89,9 @@ def consumer_config(queue: str, settings: QueueSettings) -> dict[str, Any]:
 RESULT_TTL_SECONDS = 24 * 3600.0
 REVOKED_TTL_SECONDS = 30 * 24 * 3600.0
 CHORDS_TTL_SECONDS = 7 * 24 * 3600.0
+# A schedule's state (last run, counts) is kept while the schedule fires; a year
+# after its last fire it is gone.
+SCHEDULES_TTL_SECONDS = 366 * 24 * 3600.0
 
 
 def shared_bucket_configs(replicas: int = 1) -> list[dict[str, Any]]:
@@ -97,6 +100,7 @@ def shared_bucket_configs(replicas: int = 1) -> list[dict[str, Any]]:
         names.RESULTS_BUCKET: RESULT_TTL_SECONDS,
         names.REVOKED_BUCKET: REVOKED_TTL_SECONDS,
         names.CHORDS_BUCKET: CHORDS_TTL_SECONDS,
+        names.SCHEDULES_BUCKET: SCHEDULES_TTL_SECONDS,
     }
     return [
         {"bucket": bucket, "ttl": ttl, "history": 1, "replicas": replicas}

@@ -20,8 +20,9 @@ PROTOCOL_VERSION = 1
 # both accept, and to what a Kubernetes object name accepts.
 QUEUE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
 _QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
-# Task ids become KV keys and Nats-Msg-Id values.
-TASK_ID_PATTERN = r"^[A-Za-z0-9_=-][A-Za-z0-9_=.-]{0,199}$"
+# Task ids become KV keys and Nats-Msg-Id values, and the last tokens of a delayed
+# task's subject: "periodic." is reserved, as periodic schedules live under it.
+TASK_ID_PATTERN = r"^(?!periodic\.)[A-Za-z0-9_=-][A-Za-z0-9_=.-]{0,199}$"
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 
 DEFAULT_QUEUE = "default"
@@ -30,6 +31,7 @@ CONSUMER_NAME = "workers"
 RESULTS_BUCKET = "celeriac_results"
 REVOKED_BUCKET = "celeriac_revoked"
 CHORDS_BUCKET = "celeriac_chords"
+SCHEDULES_BUCKET = "celeriac_schedules"
 
 # Headers. Nats-* are interpreted by the server; Celeriac-* by Celeriac.
 HDR_MSG_ID = "Nats-Msg-Id"

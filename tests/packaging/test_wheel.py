@@ -1,7 +1,7 @@
 """``pip install celeriac`` from the built wheel, in a fresh virtualenv, is the SDK alone.
 
 The wheel is built from the sources, installed without extras into an empty venv
-(pydantic and nats-py come from the package index), and used from there to submit a
+(pydantic, nats-py and cronsim come from the package index), and used from there to submit a
 task and read its result against a real nats-server, with a worker running from the
 development environment. kopf, kubernetes, aiohttp and the local environment are
 never installed nor imported, and the worker and the operator name the extra they need.
@@ -79,17 +79,17 @@ def test_wheel_holds_the_sdk_worker_and_operator_but_not_the_local_environment(
     assert not [n for n in names if "devenv" in n]
     requires = metadata.get_all("Requires-Dist") or []
     base = sorted(r.split(">")[0] for r in requires if "extra ==" not in r)
-    assert base == ["nats-py", "pydantic"]
+    assert base == ["cronsim", "nats-py", "pydantic"]
     assert set(metadata.get_all("Provides-Extra") or []) >= {"worker", "operator"}
 
 
-def test_installed_without_extras_has_only_pydantic_and_nats(venv: Path) -> None:
+def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) -> None:
     script = (
         f"import importlib.util, sys;print([m for m in {HEAVY!r} if importlib.util.find_spec(m)])"
     )
     assert run(venv / "bin" / "python", "-c", script).strip() == "[]"
     listed = run(venv / "bin" / "python", "-m", "pip", "list", "--format=freeze").lower()
-    assert "pydantic==" in listed and "nats-py==" in listed
+    assert "pydantic==" in listed and "nats-py==" in listed and "cronsim==" in listed
     assert "kopf" not in listed and "kubernetes" not in listed and "aiohttp" not in listed
 
 

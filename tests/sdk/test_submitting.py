@@ -34,6 +34,7 @@ def test_build_message_defaults() -> None:
         ({"queue": "Bad Queue"}, ValueError, "invalid queue name"),
         ({"task_id": "has space"}, ValueError, "invalid task id"),
         ({"task_id": ".starts-with-dot"}, ValueError, "invalid task id"),
+        ({"task_id": "periodic.nightly"}, ValueError, "'periodic.' \\(reserved\\)"),
         ({"args": (1, object())}, TypeError, "argument 1 of m.add"),
         ({"kwargs": {"when": datetime.now(UTC)}}, TypeError, "argument 'when' of m.add"),
         ({"kwargs": {"v": float("nan")}}, TypeError, "argument 'v'"),
