@@ -217,26 +217,11 @@ class Celeriac:
         """
         if queue is not None:
             names.check_queue_name(queue)
-        # Checked now, before there is a function: a bad cron fails at import time.
-        periodic.define(
-            name=name or "check",
-            task=task_name or "check",
-            queue=queue or self.default_queue,
-            cron_text=cron,
-            every=every,
-            tz=tz,
-            args=args,
-            kwargs=kwargs,
-            policy=concurrency_policy,
-            expires=expires,
-            jitter=jitter,
-        )
 
-        def register(fn: Callable[..., Any]) -> Task:
-            full_name = task_name or f"{fn.__module__}.{fn.__qualname__}"
-            definition = periodic.define(
-                name=name or periodic.schedule_name_for(full_name),
-                task=full_name,
+        def define(task: str, schedule: str) -> PeriodicTask:
+            return periodic.define(
+                name=schedule,
+                task=task,
                 queue=queue or self.default_queue,
                 cron_text=cron,
                 every=every,
@@ -247,6 +232,13 @@ class Celeriac:
                 expires=expires,
                 jitter=jitter,
             )
+
+        # Checked now, before there is a function: a bad cron fails at import time.
+        define(task_name or "check", name or "check")
+
+        def register(fn: Callable[..., Any]) -> Task:
+            full_name = task_name or f"{fn.__module__}.{fn.__qualname__}"
+            definition = define(full_name, name or periodic.schedule_name_for(full_name))
             self._check_new_schedule(definition)
             options = {**task_options, "queue": definition.queue}
             task = self.task(name=full_name, **options)(fn)

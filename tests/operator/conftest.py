@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from celeriac_devenv.cluster import KubeEnvironment
+from celeriac_devenv.cluster import KubeEnvironment, start_environment
 from celeriac_devenv.processes import ManagedProcess, free_port, spawn
 
 from tests.support import wait_until
@@ -76,13 +77,29 @@ class OperatorProcess:
         return self.process.log_tail(80) if self.process else ""
 
 
+def install_crds(kube: KubeEnvironment) -> KubeEnvironment:
+    """Apply Celeriac's CRDs and wait until they are established."""
+    kube.kubectl("apply", "-f", str(ROOT / "crds"))
+    for name in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return kube
+
+
+@contextlib.contextmanager
+def own_control_plane(workdir: Path) -> Iterator[KubeEnvironment]:
+    """A control plane of a test module's own, without a NATS, CRDs installed: for an
+    operator with NATS settings of its own (the session's operator watches everything)."""
+    env = start_environment(workdir, with_nats=False)
+    try:
+        yield install_crds(env)
+    finally:
+        env.stop()
+
+
 @pytest.fixture(scope="session")
 def crds(kube_env: KubeEnvironment) -> KubeEnvironment:
     """The cluster with Celeriac's CRDs installed and established."""
-    kube_env.kubectl("apply", "-f", str(ROOT / "crds"))
-    for name in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
-        kube_env.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    return kube_env
+    return install_crds(kube_env)
 
 
 @pytest.fixture(scope="session")

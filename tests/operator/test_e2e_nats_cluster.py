@@ -38,7 +38,7 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from celeriac_devenv.cluster import KubeEnvironment, start_environment
+from celeriac_devenv.cluster import KubeEnvironment
 from celeriac_devenv.nats import NatsCluster, NatsServer
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
@@ -48,7 +48,7 @@ from celeriac.exceptions import CeleriacError
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
-from tests.operator.conftest import ROOT, OperatorProcess
+from tests.operator.conftest import OperatorProcess, own_control_plane
 from tests.operator.kubeobjects import condition, get
 from tests.support import await_until, wait_until
 
@@ -86,14 +86,8 @@ def cluster_kube(
     nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeEnvironment]:
     """A control plane of this module's own, without a NATS of its own, CRDs installed."""
-    env = start_environment(tmp_path_factory.mktemp("kube-nats-cluster"), with_nats=False)
-    try:
-        env.kubectl("apply", "-f", str(ROOT / "crds"))
-        for crd in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
-            env.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    with own_control_plane(tmp_path_factory.mktemp("kube-nats-cluster")) as env:
         yield env
-    finally:
-        env.stop()
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,14 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from celeriac_devenv.cluster import KubeEnvironment, start_environment
+from celeriac_devenv.cluster import KubeEnvironment
 from celeriac_devenv.nats import NatsServer, create_nats_security, start_nats
 
 from celeriac.app import Celeriac
 from celeriac.natsauth import AUTH_DIR_ENV, NatsAuth
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord
-from tests.operator.conftest import ROOT, OperatorProcess
+from tests.operator.conftest import OperatorProcess, own_control_plane
 from tests.operator.kubeobjects import condition, get, wait
 
 pytestmark = pytest.mark.e2e
@@ -84,14 +84,8 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServ
 @pytest.fixture(scope="module")
 def secure_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeEnvironment]:
     """A control plane of this module's own, without a NATS, CRDs installed."""
-    env = start_environment(tmp_path_factory.mktemp("kube-secure-nats"), with_nats=False)
-    try:
-        env.kubectl("apply", "-f", str(ROOT / "crds"))
-        for crd in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
-            env.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    with own_control_plane(tmp_path_factory.mktemp("kube-secure-nats")) as env:
         yield env
-    finally:
-        env.stop()
 
 
 @pytest.fixture(scope="module")
