@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TypeGuard, TypeVar, overload
 
 from celeriac_devenv.processes import ManagedProcess, free_port, spawn
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 
 from celeriac.broker import Broker
 from celeriac.protocol import names
-from celeriac.protocol.envelope import DeadLetter
+from celeriac.protocol.envelope import DeadLetter, ResultRecord
 
 T = TypeVar("T")
 
@@ -250,3 +252,27 @@ async def wait_dead_letters(broker: Broker, queue: str, count: int) -> list[Dead
         return letters if len(letters) >= count else None
 
     return await await_until(enough, timeout=15, what=f"{count} dead letter(s) on {queue}")
+
+
+async def read_results(js: JetStreamContext, task_ids: list[str]) -> dict[str, ResultRecord]:
+    """Each task's result, read by its id (many at a time); absent ids are left out.
+
+    Not one watch of the whole bucket: on a cluster a fresh watch can report its
+    initial values done before it has delivered any.
+    """
+    kv = await js.key_value(names.RESULTS_BUCKET)
+
+    async def one(task_id: str) -> ResultRecord | None:
+        try:
+            entry = await kv.get(task_id)
+        except KeyNotFoundError:
+            return None
+        return ResultRecord.model_validate_json(entry.value or b"{}")
+
+    records: dict[str, ResultRecord] = {}
+    for i in range(0, len(task_ids), 500):
+        part = task_ids[i : i + 500]
+        for task_id, record in zip(part, await asyncio.gather(*map(one, part)), strict=True):
+            if record is not None:
+                records[task_id] = record
+    return records

@@ -16,12 +16,11 @@ import signal
 import sys
 from pathlib import Path
 
+from celeriac.natsauth import AUTH_DIR_ENV
 from celeriac_devenv.building import cache_root, ensure_binaries
 from celeriac_devenv.cluster import start_environment, stop_saved
 from celeriac_devenv.errors import DevenvError
 from celeriac_devenv.nats import create_nats_security, start_nats, start_nats_cluster
-
-AUTH_DIR_ENV = "CELERIAC_NATS_AUTH_DIR"
 
 
 def default_workdir() -> Path:

@@ -41,16 +41,14 @@ import yaml
 from celeriac_devenv.cluster import KubeEnvironment
 from celeriac_devenv.nats import NatsCluster, NatsServer
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
 
 from celeriac.app import Celeriac
 from celeriac.exceptions import CeleriacError
 from celeriac.protocol import names
-from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
 from tests.operator.conftest import OperatorProcess, own_control_plane
 from tests.operator.kubeobjects import condition, get
-from tests.support import await_until, wait_until
+from tests.support import await_until, read_results, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -464,26 +462,6 @@ def objects(name: str) -> list[dict[str, Any]]:
 # Checks after the run -------------------------------------------------------------------------
 
 
-async def results(js: JetStreamContext, task_ids: list[str]) -> dict[str, ResultRecord]:
-    """Each task's stored result, read by id (many at a time); absent ids are left out."""
-    kv = await js.key_value(names.RESULTS_BUCKET)
-
-    async def one(task_id: str) -> ResultRecord | None:
-        try:
-            entry = await kv.get(task_id)
-        except KeyNotFoundError:
-            return None
-        return ResultRecord.model_validate_json(entry.value or b"{}")
-
-    records: dict[str, ResultRecord] = {}
-    for i in range(0, len(task_ids), 500):
-        part = task_ids[i : i + 500]
-        for task_id, record in zip(part, await asyncio.gather(*map(one, part)), strict=True):
-            if record is not None:
-                records[task_id] = record
-    return records
-
-
 async def drained(js: JetStreamContext, stream: str) -> bool:
     info = await js.stream_info(stream)
     consumer = await js.consumer_info(stream, names.CONSUMER_NAME)
@@ -630,7 +608,7 @@ async def check_outcome(
 ) -> dict[str, Any]:
     """Every task SUCCESS with x * x, every status backlog right; print the figures."""
     submitted = run.ids[: run.submitted]
-    records = await results(js, submitted)
+    records = await read_results(js, submitted)
     consumer = await js.consumer_info(names.stream_name(run.queue), names.CONSUMER_NAME)
     missing = [t for t in submitted if t not in records]
     wrong = {

@@ -28,16 +28,15 @@ from celeriac_devenv.nats import NatsCluster, NatsServer
 from celeriac_devenv.processes import free_port
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
-from nats.js.errors import BadRequestError, KeyNotFoundError
+from nats.js.errors import BadRequestError
 from prometheus_client.parser import text_string_to_metric_families
 
 from celeriac.app import Celeriac
 from celeriac.exceptions import CeleriacError
 from celeriac.operator.connections import NatsConnections
 from celeriac.protocol import jetstream, names
-from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.states import TaskState
-from tests.support import StartWorker, Worker, await_until
+from tests.support import StartWorker, Worker, await_until, read_results
 
 pytestmark = pytest.mark.integration
 
@@ -283,30 +282,6 @@ async def _produce(run: Run) -> None:
         await asyncio.sleep(chaos.chunk_every)  # the pace of the load, not a wait
 
 
-async def _results(js: JetStreamContext, task_ids: list[str]) -> dict[str, ResultRecord]:
-    """Each task's result, read by its id (many at a time); absent ids are left out.
-
-    Not one watch of the whole bucket: on a cluster a fresh watch can report its
-    initial values done before it has delivered any.
-    """
-    kv = await js.key_value(names.RESULTS_BUCKET)
-
-    async def one(task_id: str) -> ResultRecord | None:
-        try:
-            entry = await kv.get(task_id)
-        except KeyNotFoundError:
-            return None
-        return ResultRecord.model_validate_json(entry.value or b"{}")
-
-    records: dict[str, ResultRecord] = {}
-    for i in range(0, len(task_ids), 500):
-        part = task_ids[i : i + 500]
-        for task_id, record in zip(part, await asyncio.gather(*map(one, part)), strict=True):
-            if record is not None:
-                records[task_id] = record
-    return records
-
-
 def _runs(workers: list[Worker], queue: str) -> int:
     """How many times the workers ran a task function of ``queue`` (their metrics)."""
     total = 0
@@ -392,7 +367,7 @@ async def _run_through_kills(run: Run, js: JetStreamContext) -> float:
 async def _check(run: Run, js: JetStreamContext, workers: list[Worker], wall: float) -> None:
     """Every task SUCCESS with its value, nothing dead-lettered; print the figures."""
     chaos, ids = run.chaos, run.ids
-    records = await _results(js, list(ids))
+    records = await read_results(js, list(ids))
     dead = (await js.stream_info(names.dead_letter_stream_name(run.queue))).state.messages
     runs = _runs(workers, run.queue)
     missing = [t for t in ids if t not in records]
