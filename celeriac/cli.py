@@ -22,7 +22,7 @@ from celeriac.extras import MissingExtraError, require
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.broker import Broker
-    from celeriac.schedules import ScheduleInfo
+    from celeriac.schedulestore import ScheduleInfo
 
 # subcommand -> (module whose main(argv) returns an exit code, the extra it needs, help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -206,12 +206,12 @@ async def _sync(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
 
 
 async def _list(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
-    from celeriac import schedules
+    from celeriac import schedulestore
 
     queues = None
     if ns.queues:
         queues = [q.strip() for item in ns.queues for q in item.split(",") if q.strip()]
-    found = await schedules.list_schedules(broker, queues)
+    found = await schedulestore.list_schedules(broker.js, queues)
     if ns.output == "json":
         print(json.dumps([info.as_json() for info in found], indent=2))
     else:
@@ -247,37 +247,37 @@ def _when(moment: datetime | None) -> str:
 
 
 async def _trigger(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
-    from celeriac import schedules
+    from celeriac import schedules, schedulestore
 
-    info = await schedules.find_schedule(broker, ns.name, ns.queue)
+    info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
     task_id = await schedules.trigger(broker, info.queue, info.name)
     print(f"triggered {info.name} (queue {info.queue}): task {task_id}")
     return 0
 
 
 async def _suspend(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
-    from celeriac import schedules
+    from celeriac import schedulestore
 
-    info = await schedules.find_schedule(broker, ns.name, ns.queue)
-    done = await schedules.suspend_schedule(broker, info.queue, info.name)
+    info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
+    done = await schedulestore.suspend_schedule(broker.js, info.queue, info.name)
     print(f"{'suspended' if done else 'already suspended'}: {info.name} (queue {info.queue})")
     return 0
 
 
 async def _resume(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
-    from celeriac import schedules
+    from celeriac import schedulestore
 
-    info = await schedules.find_schedule(broker, ns.name, ns.queue)
-    done = await schedules.resume_schedule(broker, info.queue, info.name)
+    info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
+    done = await schedulestore.resume_schedule(broker.js, info.queue, info.name)
     print(f"{'resumed' if done else 'not suspended'}: {info.name} (queue {info.queue})")
     return 0
 
 
 async def _delete(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
-    from celeriac import schedules
+    from celeriac import schedulestore
 
-    info = await schedules.find_schedule(broker, ns.name, ns.queue)
-    await schedules.delete_schedule(broker, info.queue, info.name)
+    info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
+    await schedulestore.delete_schedule(broker.js, info.queue, info.name)
     print(f"deleted: {info.name} (queue {info.queue})")
     return 0
 

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from celeriac import cron
 from celeriac.protocol import names
+from celeriac.protocol.arguments import check_arguments
 from celeriac.protocol.periodic import (
     HDR_PERIODIC,
     HDR_SCHEDULE_TIME_ZONE,
@@ -31,7 +32,6 @@ from celeriac.protocol.periodic import (
     PeriodicTask,
     check_schedule_name,
 )
-from celeriac.submitting import check_arguments
 
 HDR_SUSPENDED = "Celeriac-Suspended"  # on the plain message that keeps a suspended definition
 HDR_TTL = "Nats-TTL"

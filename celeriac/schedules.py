@@ -1,74 +1,24 @@
-"""Periodic tasks on a broker: publish, list, suspend, resume, delete and trigger them.
+"""Periodic tasks on a broker: publish an app's schedules, sync them, trigger a run.
 
-The definitions and messages are ``celeriac.periodic``'s; this module is where they
-meet NATS. A schedule is found by its subject in the work streams, its state in the
-``celeriac_schedules`` bucket.
+Storing, listing and steering schedules is ``celeriac.schedulestore``'s (on the
+broker's JetStream context); this module adds what needs the SDK's broker: creating
+the queue when declaring is on, and enqueueing a run as a worker does for a fire.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.api import RawStreamMsg
-from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
-from nats.js.kv import KeyValue
-from pydantic import ValidationError
-
-from celeriac import cron
-from celeriac.broker import PUBLISH_TIMEOUT, Broker
-from celeriac.exceptions import CeleriacError, ScheduleNotSupported
-from celeriac.periodic import (
-    is_suspended,
-    pattern,
-    run_window,
-    schedule_message,
-    suspended_message,
-)
+from celeriac.broker import Broker
+from celeriac.exceptions import ScheduleNotSupported
+from celeriac.periodic import run_window
 from celeriac.protocol import names
-from celeriac.protocol.periodic import (
-    PeriodicTask,
-    ScheduleState,
-    check_schedule_name,
-    run_id,
-    schedule_subject,
-)
+from celeriac.protocol.periodic import PeriodicTask, run_id
+from celeriac.schedulestore import Change, delete_schedule, find_schedule, schedule_names, store
 from celeriac.submitting import prepare
-
-log = logging.getLogger(__name__)
-
-STREAM_PREFIX = "CELERIAC_"
-_DLQ_PREFIX = "CELERIAC_DLQ_"
-# JetStream error codes of a refused schedule message.
-_SCHEDULES_DISABLED = 10188
-_PATTERN_INVALID = 10189
-_TARGET_INVALID = 10190
-_TTL_INVALID = 10191
-_TTL_DISABLED = 10166
-_TIME_ZONE_INVALID = 10223
-
-
-class ScheduleNotFoundError(CeleriacError):
-    """No schedule of that name (on that queue)."""
-
-
-class AmbiguousScheduleError(CeleriacError):
-    """Schedules of that name exist on several queues; name the queue."""
-
-
-class Change(StrEnum):
-    """What publishing a definition did to the schedule stored on the server."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    SUSPENDED = "updated, still suspended"  # the definition changed; it stays suspended
-    DELETED = "deleted"
 
 
 @dataclass(frozen=True)
@@ -96,74 +46,6 @@ class SyncReport:
         return ", ".join(parts) or "no schedules"
 
 
-@dataclass(frozen=True)
-class ScheduleInfo:
-    """A schedule as stored on the server, with what the workers recorded of it."""
-
-    periodic: PeriodicTask
-    suspended: bool
-    next_fire: datetime | None  # None while suspended
-    state: ScheduleState | None  # None until a worker has handled a fire
-    stored_at: datetime | None = None  # when the schedule message was written
-
-    @property
-    def name(self) -> str:
-        return self.periodic.name
-
-    @property
-    def queue(self) -> str:
-        return self.periodic.queue
-
-    @property
-    def schedule(self) -> str:
-        """The ``Nats-Schedule`` pattern: a 6-field cron, a macro, or ``@every <n>s``."""
-        try:
-            return pattern(self.periodic)
-        except ValueError:  # written by something else than the SDK
-            return self.periodic.cron or f"@every {self.periodic.every}s"
-
-    def as_json(self) -> dict[str, Any]:
-        """A JSON-ready summary (``celeriac schedule list -o json``)."""
-        p, state = self.periodic, self.state
-        return {
-            "name": p.name,
-            "queue": p.queue,
-            "task": p.task,
-            "schedule": self.schedule,
-            "cron": p.cron,
-            "every": p.every,
-            "time_zone": p.time_zone if p.cron is not None else None,
-            "args": p.args,
-            "kwargs": p.kwargs,
-            "concurrency_policy": p.concurrency_policy.value,
-            "expires": p.expires,
-            "jitter": p.jitter,
-            "suspended": self.suspended,
-            "next_fire": _iso(self.next_fire),
-            "last_slot": _iso(state.last_slot) if state else None,
-            "last_run": state.last_run if state else None,
-            "runs": state.runs if state else 0,
-            "skips": state.skips if state else 0,
-        }
-
-
-# Pure: definitions ----------------------------------------------------------------------------
-
-
-def _same(stored: RawStreamMsg, wanted: dict[str, str], payload: bytes) -> bool:
-    """True when the stored message already is this one (server-added headers aside)."""
-    headers = stored.headers or {}
-    if stored.data != payload:
-        return False
-    if any(headers.get(key) != value for key, value in wanted.items()):
-        return False
-    ours = {k for k in headers if k.startswith(("Nats-Schedule", "Celeriac-"))}
-    return ours <= set(wanted)
-
-
-# On a broker --------------------------------------------------------------------------------
-
-
 async def publish_schedule(broker: Broker, p: PeriodicTask) -> Change:
     """Store ``p`` as its queue's schedule (creating the queue when declaring is on).
 
@@ -177,232 +59,7 @@ async def publish_schedule(broker: Broker, p: PeriodicTask) -> Change:
             f"periodic task {p.name!r}: stream {names.stream_name(p.queue)} does not allow "
             "message schedules (nats-server 2.14+ and allow_msg_schedules are required)"
         )
-    stored = await _last(broker, p.queue, p.name)
-    if stored is not None and is_suspended(stored.headers):
-        _, headers, payload = suspended_message(p)
-        if _same(stored, headers, payload):
-            return Change.UNCHANGED
-        await _store_plain(broker, p, headers, payload)
-        return Change.SUSPENDED
-    subject, headers, payload = schedule_message(p)
-    if stored is not None and _same(stored, headers, payload):
-        return Change.UNCHANGED
-    await _publish(broker, p, subject, headers, payload)
-    return Change.CREATED if stored is None else Change.UPDATED
-
-
-async def _publish(
-    broker: Broker, p: PeriodicTask, subject: str, headers: dict[str, str], payload: bytes
-) -> None:
-    try:
-        await broker.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers)
-    except APIError as exc:
-        raise _refusal(p, headers, exc) from exc
-
-
-def _refusal(p: PeriodicTask, headers: dict[str, str], exc: APIError) -> CeleriacError:
-    """A refused schedule message, in words."""
-    stream = names.stream_name(p.queue)
-    what = f"nats-server refused periodic task {p.name!r}"
-    code = exc.err_code
-    if code == _SCHEDULES_DISABLED:
-        return ScheduleNotSupported(
-            f"{what}: stream {stream} does not allow message schedules (allow_msg_schedules)"
-        )
-    if code == _PATTERN_INVALID:
-        return ScheduleNotSupported(
-            f"{what}: it does not take the schedule {headers.get(names.HDR_SCHEDULE)!r} "
-            "(recurring schedules need nats-server 2.14 or newer)"
-        )
-    if code == _TIME_ZONE_INVALID:
-        return CeleriacError(f"{what}: it does not know the time zone {p.time_zone!r}")
-    if code == _TTL_DISABLED:
-        return ScheduleNotSupported(
-            f"{what}: stream {stream} does not allow per-message TTLs (allow_msg_ttl)"
-        )
-    if code in (_TTL_INVALID, _TARGET_INVALID):
-        return CeleriacError(f"{what}: {exc.description}")
-    return CeleriacError(f"{what}: {exc.description} (error {code})")
-
-
-async def _store_plain(
-    broker: Broker, p: PeriodicTask, headers: dict[str, str], payload: bytes
-) -> None:
-    """Store ``p`` as a plain message, then drop everything older on its subject.
-
-    Written first and purged second, the definition is on the server at every moment.
-    The plain message stops the schedule at once; the purge removes it for good.
-    """
-    await _publish(broker, p, p.subject, headers, payload)
-    await broker.js.purge_stream(names.stream_name(p.queue), subject=p.subject, keep=1)
-
-
-async def _last(broker: Broker, queue: str, name: str) -> RawStreamMsg | None:
-    """The message stored for schedule ``name`` of ``queue``, if any."""
-    try:
-        return await broker.js.get_last_msg(names.stream_name(queue), schedule_subject(queue, name))
-    except NotFoundError:  # no such message, or no such stream
-        return None
-
-
-async def work_queues(broker: Broker) -> list[str]:
-    """The queues that have a work stream (``CELERIAC_<queue>``), sorted."""
-    found: list[str] = []
-    offset = 0
-    while True:
-        streams = await broker.js.streams_info(offset)
-        if not streams:
-            return sorted(found)
-        for stream in streams:
-            name = stream.config.name or ""
-            if name.startswith(STREAM_PREFIX) and not name.startswith(_DLQ_PREFIX):
-                queue = name[len(STREAM_PREFIX) :]
-                if names.is_valid_queue_name(queue):
-                    found.append(queue)
-        offset += len(streams)
-
-
-async def _schedule_names(broker: Broker, queue: str) -> list[str]:
-    """The names of the schedules stored on ``queue`` (none when it has no stream)."""
-    prefix = schedule_subject(queue, "x")[:-1]
-    try:
-        info = await broker.js.stream_info(names.stream_name(queue), subjects_filter=f"{prefix}>")
-    except NotFoundError:
-        return []
-    return sorted(subject[len(prefix) :] for subject in info.state.subjects or {})
-
-
-async def _state_bucket(broker: Broker) -> KeyValue | None:
-    try:
-        return await broker.js.key_value(names.SCHEDULES_BUCKET)
-    except BucketNotFoundError:
-        return None
-
-
-async def _state(bucket: KeyValue | None, name: str) -> ScheduleState | None:
-    if bucket is None:
-        return None
-    try:
-        entry = await bucket.get(name)
-    except KeyNotFoundError:  # also a deleted key
-        return None
-    try:
-        return ScheduleState.model_validate_json(entry.value or b"")
-    except ValidationError:
-        log.warning("ignoring an unreadable state of schedule %r", name)
-        return None
-
-
-def _info(msg: RawStreamMsg, state: ScheduleState | None, now: datetime) -> ScheduleInfo | None:
-    """The schedule a stored message holds (None for a message that is no definition)."""
-    try:
-        p = PeriodicTask.model_validate_json(msg.data or b"")
-    except ValidationError:
-        log.warning("ignoring an unreadable schedule message on %s", msg.subject)
-        return None
-    suspended = is_suspended(msg.headers)
-    try:
-        upcoming = None if suspended else _next_fire(p, state, msg.time, now)
-    except ValueError:  # a cron or zone this SDK cannot evaluate
-        upcoming = None
-    return ScheduleInfo(p, suspended, upcoming, state, msg.time)
-
-
-def _next_fire(
-    p: PeriodicTask, state: ScheduleState | None, stored_at: datetime | None, now: datetime
-) -> datetime:
-    if p.every is None:
-        return cron.next_fire(p.cron, None, p.time_zone, now)
-    # ``every`` runs from the last fire, or from when the schedule was written (the
-    # server's first fire is that time rounded to the second plus the interval).
-    anchor = state.last_slot if state is not None and state.last_slot is not None else stored_at
-    if anchor is None:
-        return cron.next_fire(None, p.every, "UTC", now)
-    anchor = anchor.astimezone(UTC).replace(microsecond=0) + timedelta(
-        seconds=1 if anchor.microsecond >= 500_000 else 0
-    )
-    steps = max(1, math.floor((now - anchor).total_seconds() / p.every) + 1)
-    return anchor + timedelta(seconds=steps * p.every)
-
-
-async def list_schedules(
-    broker: Broker, queues: Iterable[str] | None = None, *, name: str | None = None
-) -> list[ScheduleInfo]:
-    """The schedules on ``queues`` (default: every queue), sorted by queue and name.
-
-    ``name`` keeps only the schedules of that name.
-    """
-    chosen = sorted(set(queues)) if queues is not None else await work_queues(broker)
-    bucket = await _state_bucket(broker)
-    now = datetime.now(UTC)
-    found: list[ScheduleInfo] = []
-    for queue in chosen:
-        if name is not None:
-            candidates = [name]
-        else:
-            candidates = await _schedule_names(broker, names.check_queue_name(queue))
-        for candidate in candidates:
-            msg = await _last(broker, queue, candidate)
-            if msg is None:
-                continue
-            info = _info(msg, await _state(bucket, candidate), now)
-            if info is not None:
-                found.append(info)
-    return found
-
-
-async def find_schedule(broker: Broker, name: str, queue: str | None = None) -> ScheduleInfo:
-    """The schedule ``name`` (on ``queue``, or on whichever queue holds it).
-
-    Raises ``ScheduleNotFoundError``, or ``AmbiguousScheduleError`` when several queues
-    hold one and ``queue`` is not given.
-    """
-    check_schedule_name(name)
-    queues = [names.check_queue_name(queue)] if queue is not None else None
-    found = await list_schedules(broker, queues, name=name)
-    where = f" on queue {queue!r}" if queue is not None else ""
-    if not found:
-        raise ScheduleNotFoundError(f"unknown schedule {name!r}{where}")
-    if len(found) > 1:
-        queue_list = ", ".join(info.queue for info in found)
-        raise AmbiguousScheduleError(
-            f"schedule {name!r} exists on several queues ({queue_list}); choose one with -Q"
-        )
-    return found[0]
-
-
-async def delete_schedule(broker: Broker, queue: str, name: str) -> None:
-    """Remove schedule ``name`` of ``queue`` (active or suspended) for good."""
-    if await _last(broker, queue, name) is None:
-        raise ScheduleNotFoundError(f"unknown schedule {name!r} on queue {queue!r}")
-    await broker.js.purge_stream(names.stream_name(queue), subject=schedule_subject(queue, name))
-
-
-async def suspend_schedule(broker: Broker, queue: str, name: str) -> bool:
-    """Stop schedule ``name`` of ``queue`` firing, keeping its definition.
-
-    Returns False when it was suspended already.
-    """
-    info = await find_schedule(broker, name, queue)
-    if info.suspended:
-        return False
-    _, headers, payload = suspended_message(info.periodic)
-    await _store_plain(broker, info.periodic, headers, payload)
-    return True
-
-
-async def resume_schedule(broker: Broker, queue: str, name: str) -> bool:
-    """Make a suspended schedule fire again, from its stored definition.
-
-    Returns False when it was not suspended. Its schedule message replaces the plain
-    one (the server rolls the subject up).
-    """
-    info = await find_schedule(broker, name, queue)
-    if not info.suspended:
-        return False
-    subject, headers, payload = schedule_message(info.periodic)
-    await _publish(broker, info.periodic, subject, headers, payload)
-    return True
+    return await store(broker.js, p)
 
 
 async def trigger(broker: Broker, queue: str, name: str) -> str:
@@ -412,7 +69,7 @@ async def trigger(broker: Broker, queue: str, name: str) -> str:
     as a slot is that slot's run. It expires like a scheduled run: ``expires`` after
     now, else at the next slot. A suspended schedule can be triggered too.
     """
-    info = await find_schedule(broker, name, queue)
+    info = await find_schedule(broker.js, name, queue)
     p = info.periodic
     slot = datetime.now(UTC).replace(microsecond=0)
     options: dict[str, Any] = {
@@ -443,14 +100,8 @@ async def sync_schedules(
         keep = {(p.queue, p.name) for p in defined}
         scope = {p.queue for p in defined} | set(queues)
         for queue in sorted(scope):
-            for stale in await _schedule_names(broker, queue):
+            for stale in await schedule_names(broker.js, queue):
                 if (queue, stale) not in keep:
-                    await delete_schedule(broker, queue, stale)
+                    await delete_schedule(broker.js, queue, stale)
                     report.results.append(SyncResult(queue, stale, Change.DELETED))
     return report
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -26,7 +26,8 @@ from celeriac.periodic import schedule_message, schedule_name_for
 from celeriac.protocol import jetstream, names
 from celeriac.protocol.envelope import TaskMessage
 from celeriac.protocol.periodic import ConcurrencyPolicy, PeriodicTask, schedule_subject
-from celeriac.schedules import (
+from celeriac.schedules import trigger
+from celeriac.schedulestore import (
     AmbiguousScheduleError,
     Change,
     ScheduleNotFoundError,
@@ -35,7 +36,6 @@ from celeriac.schedules import (
     list_schedules,
     resume_schedule,
     suspend_schedule,
-    trigger,
 )
 from tests.sdk.conftest import unique_queue
 from tests.support import await_until
@@ -392,7 +392,7 @@ async def test_suspend_resume_delete_and_list(
     broker = await aapp.broker()
     before = datetime.now(UTC)
 
-    listed = {info.name: info for info in await list_schedules(broker, [queue])}
+    listed = {info.name: info for info in await list_schedules(broker.js, [queue])}
     assert sorted(listed) == ["hourly", "nightly"]
     nightly = listed["nightly"]
     assert not nightly.suspended
@@ -405,7 +405,7 @@ async def test_suspend_resume_delete_and_list(
     assert before < hourly.next_fire <= before + timedelta(hours=1, seconds=1)
     assert nightly.state is None  # no worker has handled a fire
 
-    assert await suspend_schedule(broker, queue, "nightly") is True
+    assert await suspend_schedule(broker.js, queue, "nightly") is True
     msg = await stored(raw_nc, queue, "nightly")
     assert msg.headers == {
         "Nats-TTL": "never",
@@ -414,18 +414,18 @@ async def test_suspend_resume_delete_and_list(
     }
     assert PeriodicTask.model_validate_json(msg.data) == aapp.periodic_tasks["nightly"]
     assert await on_subject(raw_nc, queue, "nightly") == 1
-    assert await suspend_schedule(broker, queue, "nightly") is False
-    info = await find_schedule(broker, "nightly")
+    assert await suspend_schedule(broker.js, queue, "nightly") is False
+    info = await find_schedule(broker.js, "nightly")
     assert info.suspended
     assert info.next_fire is None
 
     # A sync keeps it suspended (and, unchanged, leaves it alone).
     report = await aapp.async_sync_schedules()
     assert {r.change for r in report.results} == {Change.UNCHANGED}
-    assert (await find_schedule(broker, "nightly", queue)).suspended
+    assert (await find_schedule(broker.js, "nightly", queue)).suspended
 
-    assert await resume_schedule(broker, queue, "nightly") is True
-    assert await resume_schedule(broker, queue, "nightly") is False
+    assert await resume_schedule(broker.js, queue, "nightly") is True
+    assert await resume_schedule(broker.js, queue, "nightly") is False
     msg = await stored(raw_nc, queue, "nightly")
     assert msg.headers == {
         **schedule_message(aapp.periodic_tasks["nightly"])[1],
@@ -433,13 +433,13 @@ async def test_suspend_resume_delete_and_list(
     }
     assert await on_subject(raw_nc, queue, "nightly") == 1  # the rollup removed the plain one
 
-    await delete_schedule(broker, queue, "nightly")
+    await delete_schedule(broker.js, queue, "nightly")
     assert await stored(raw_nc, queue, "nightly") is None
-    assert [info.name for info in await list_schedules(broker, [queue])] == ["hourly"]
+    assert [info.name for info in await list_schedules(broker.js, [queue])] == ["hourly"]
     with pytest.raises(ScheduleNotFoundError, match="unknown schedule 'nightly'"):
-        await delete_schedule(broker, queue, "nightly")
+        await delete_schedule(broker.js, queue, "nightly")
     with pytest.raises(ScheduleNotFoundError):
-        await find_schedule(broker, "nightly")
+        await find_schedule(broker.js, "nightly")
 
 
 @pytest.mark.integration
@@ -449,12 +449,12 @@ async def test_a_changed_definition_of_a_suspended_schedule_stays_suspended(
     app = Celeriac("v1", nats_url, default_queue=queue)
     app.add_periodic_task(60, app.signature("t.x", (1,)), name="job")
     await app.async_sync_schedules()
-    await suspend_schedule(await app.broker(), queue, "job")
+    await suspend_schedule((await app.broker()).js, queue, "job")
     await app.aclose()
     app = Celeriac("v2", nats_url, default_queue=queue)
     app.add_periodic_task(60, app.signature("t.x", (2,)), name="job")
     report = await app.async_sync_schedules()
-    info = await find_schedule(await app.broker(), "job", queue)
+    info = await find_schedule((await app.broker()).js, "job", queue)
     await app.aclose()
     assert [r.change for r in report.results] == [Change.SUSPENDED]
     assert info.suspended
@@ -476,8 +476,8 @@ async def test_a_name_on_two_queues_needs_the_queue(
     await second.aclose()
     broker = await aapp.broker()
     with pytest.raises(AmbiguousScheduleError, match=r"several queues.*-Q"):
-        await find_schedule(broker, "twin")
-    assert (await find_schedule(broker, "twin", other)).queue == other
+        await find_schedule(broker.js, "twin")
+    assert (await find_schedule(broker.js, "twin", other)).queue == other
 
 
 async def take(nc: Client, queue: str, accept: Callable[[Any], bool] = lambda m: True) -> Any:
@@ -510,7 +510,7 @@ async def test_the_server_fires_the_schedule_on_the_task_subject(
     assert fire.headers["Nats-TTL"] == "1s"  # a fire nobody takes expires after one interval
     assert "Nats-Schedule-Next" in fire.headers
     assert PeriodicTask.model_validate_json(fire.data) == aapp.periodic_tasks["tick"]
-    await delete_schedule(await aapp.broker(), queue, "tick")
+    await delete_schedule((await aapp.broker()).js, queue, "tick")
 
 
 @pytest.mark.integration
@@ -533,7 +533,7 @@ async def test_the_schedule_outlives_the_streams_age_limit(
     )
     assert late.headers["Celeriac-Periodic"] == "tick"
     assert (await stored(raw_nc, queue, "tick")).time == written
-    await delete_schedule(await app.broker(), queue, "tick")
+    await delete_schedule((await app.broker()).js, queue, "tick")
     await app.aclose()
 
 

@@ -14,15 +14,14 @@ from typing import Any
 
 import pytest
 
+from celeriac.protocol.arguments import _check_each, check_arguments
 from celeriac.protocol.envelope import ChordRef, Signature, TaskMessage
 from celeriac.publishing import task_publication
 from celeriac.submitting import (
     Links,
     Submission,
-    _check_each,
     absolute_time,
     build_message,
-    check_arguments,
     new_task_id,
 )
 
