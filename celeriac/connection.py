@@ -40,6 +40,7 @@ class Connection:
         self._up = asyncio.Event()
         self._lost_at: float | None = None
         self._on_disconnect: list[Callable[[], None]] = []
+        self._on_reconnect: list[Callable[[], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -54,6 +55,11 @@ class Connection:
         """Call ``callback`` whenever the connection drops; returns the remover."""
         self._on_disconnect.append(callback)
         return lambda: self._on_disconnect.remove(callback)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the connection is back; returns the remover."""
+        self._on_reconnect.append(callback)
+        return lambda: self._on_reconnect.remove(callback)
 
     def opened(self) -> None:
         """The first connect succeeded."""
@@ -98,6 +104,8 @@ class Connection:
         """nats-py's reconnected callback."""
         self._up.set()
         self._refused_told = False
+        for callback in list(self._on_reconnect):
+            callback()
         if self._lost_at is not None:
             lost = asyncio.get_running_loop().time() - self._lost_at
             self._lost_at = None

@@ -25,12 +25,15 @@ from celeriac import cron
 from celeriac.protocol import names
 from celeriac.protocol.arguments import check_arguments
 from celeriac.protocol.periodic import (
+    HDR_CATCH_UP,
     HDR_PERIODIC,
     HDR_SCHEDULE_TIME_ZONE,
     HDR_SCHEDULE_TTL,
     ConcurrencyPolicy,
     PeriodicTask,
+    ScheduleState,
     check_schedule_name,
+    run_id,
 )
 
 HDR_SUSPENDED = "Celeriac-Suspended"  # on the plain message that keeps a suspended definition
@@ -258,3 +261,62 @@ def is_suspended(headers: dict[str, str] | None) -> bool:
     """True for a stored message that holds a definition but no active schedule."""
     headers = headers or {}
     return headers.get(HDR_SUSPENDED) == "1" or names.HDR_SCHEDULE not in headers
+
+
+# Pure: catching up a missed slot ------------------------------------------------------------
+
+# A slot's fire is expected to be handled within this time; only then does a slot
+# without a recorded run count as missed (a late fire and its catch-up are one run anyway).
+CATCH_UP_GRACE = timedelta(seconds=10)
+
+
+def latest_slot(p: PeriodicTask, at: datetime, anchor: datetime | None) -> datetime | None:
+    """The latest slot of ``p`` at or before ``at``. An ``every`` schedule has no fixed
+    phase: its slots count from ``anchor`` (a known slot), and without one there is none."""
+    if p.every is None:
+        return cron.slot_of(
+            p.cron, None, p.time_zone, cron.next_fire(p.cron, None, p.time_zone, at)
+        )
+    if anchor is None:
+        return None
+    steps = math.floor((at - anchor).total_seconds() / p.every)
+    return anchor + timedelta(seconds=steps * p.every) if steps >= 0 else None
+
+
+def missed_slot(
+    p: PeriodicTask,
+    state: ScheduleState | None,
+    stored_at: datetime | None,
+    now: datetime,
+    grace: timedelta = CATCH_UP_GRACE,
+) -> datetime | None:
+    """The slot to catch up, if any: the latest slot that should have been handled by
+    ``now`` (``grace`` ago) but has no run recorded, while its run may still start.
+
+    Only the latest: after downtime the missed slots collapse into one run. Slots
+    from before the schedule was stored (``stored_at``) were never the server's.
+    """
+    last = state.last_slot if state is not None else None
+    slot = latest_slot(p, now - grace, last)
+    if slot is None or (last is not None and slot <= last):
+        return None
+    if stored_at is not None and slot < stored_at:
+        return None
+    if now >= slot + run_window(p, slot):
+        return None
+    return slot
+
+
+def catch_up_message(p: PeriodicTask, slot: datetime) -> tuple[str, dict[str, str], bytes]:
+    """The subject, headers and body of a catch-up fire of ``p`` for ``slot``.
+
+    It reaches the workers as a fire does, so its run is the slot's one run, whichever
+    of the two comes first. Its message id makes a second request for the slot a no-op.
+    """
+    at = slot.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    headers = {
+        HDR_PERIODIC: p.name,
+        HDR_CATCH_UP: at,
+        "Nats-Msg-Id": f"catch-up.{run_id(p.name, slot)}",
+    }
+    return names.task_subject(p.queue), headers, p.dumps()

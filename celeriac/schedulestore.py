@@ -24,14 +24,22 @@ from pydantic import ValidationError
 
 from celeriac import cron
 from celeriac.exceptions import CeleriacError, ScheduleNotSupported
-from celeriac.periodic import is_suspended, pattern, schedule_message, suspended_message
+from celeriac.periodic import (
+    catch_up_message,
+    is_suspended,
+    pattern,
+    schedule_message,
+    suspended_message,
+)
 from celeriac.protocol import names
+from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.periodic import (
     PeriodicTask,
     ScheduleState,
     check_schedule_name,
     schedule_subject,
 )
+from celeriac.protocol.states import TaskState
 
 log = logging.getLogger(__name__)
 
@@ -376,3 +384,22 @@ def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def run_state(js: JetStreamContext, task_id: str) -> TaskState | None:
+    """The state recorded for run ``task_id`` in the results bucket; None when nothing
+    (readable) is stored: the run is waiting in its queue, or its result expired."""
+    try:
+        entry = await (await js.key_value(names.RESULTS_BUCKET)).get(task_id)
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    try:
+        return ResultRecord.model_validate_json(entry.value or b"").state
+    except ValidationError:
+        return None
+
+
+async def request_catch_up(js: JetStreamContext, p: PeriodicTask, slot: datetime) -> None:
+    """Ask the workers for ``slot``'s run (see ``celeriac.periodic.missed_slot``)."""
+    subject, headers, payload = catch_up_message(p, slot)
+    await js.publish(subject, payload, timeout=STORE_TIMEOUT, headers=headers)

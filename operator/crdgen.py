@@ -220,6 +220,37 @@ def workerpool_crd() -> dict[str, Any]:
     )
 
 
+def taskschedule_crd() -> dict[str, Any]:
+    """The TaskSchedule CRD."""
+    columns = [
+        _column("Schedule", ".status.schedule", "string"),
+        _column("Time-Zone", ".spec.timeZone", "string"),
+        _column("Suspend", ".spec.suspend", "boolean"),
+        _column("Last", ".status.lastScheduleTime", "date"),
+        # A date column shows ages, which a future time does not have: the time itself.
+        _column("Next", ".status.nextScheduleTime", "string"),
+        _column("Last-State", ".status.lastRun.state", "string"),
+        _column("Task", ".spec.task.name", "string", priority=1),
+        _column("Runs", ".status.runs", priority=1),
+        _column("Skips", ".status.skips", priority=1),
+        _AGE,
+    ]
+    schema = _root_schema(
+        "A recurring Celeriac task: nats-server holds its schedule and fires it.",
+        r.TaskScheduleSpec,
+        r.TaskScheduleStatus,
+        r.TASKSCHEDULE_ROOT_RULES,
+    )
+    return _crd(
+        "TaskSchedule",
+        plural="taskschedules",
+        short="ts",
+        schema=schema,
+        columns=columns,
+        subresources={"status": {}},
+    )
+
+
 _HEADER = (
     "# Generated from celeriac/protocol/resources.py by `python -m celeriac.operator.crdgen`.\n"
 )
@@ -232,7 +263,7 @@ def render(crd: dict[str, Any]) -> str:
 
 def all_crds() -> list[dict[str, Any]]:
     """Every CustomResourceDefinition Celeriac installs."""
-    return [taskqueue_crd(), workerpool_crd()]
+    return [taskqueue_crd(), workerpool_crd(), taskschedule_crd()]
 
 
 def rendered_files() -> dict[str, str]:

@@ -12,14 +12,14 @@ from typing import Any
 
 import kopf
 
-from celeriac.operator import login, taskqueues, workerpools
+from celeriac.operator import login, taskqueues, taskschedules, workerpools
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Deployments, Events, StatusWriter, api_client, api_executor
 from celeriac.protocol.resources import GROUP
 
 # Importing the handler modules registers their handlers with kopf.
-HANDLER_MODULES = (login, taskqueues, workerpools)
+HANDLER_MODULES = (login, taskqueues, taskschedules, workerpools)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

@@ -13,9 +13,12 @@ works out the slot it stands for, then, under the schedule's state in the
   slot)`` (so JetStream drops a second publish of it), then the state is updated.
 
 Only the server can put ``Nats-Schedule-Next`` on a message of a stream that
-allows schedules (a client's publish carrying it is refused, error 10212), so a
-delivery with ``Celeriac-Periodic`` but without that header is not a real fire and
-is dead-lettered as malformed, like any other bad fire.
+allows schedules (a client's publish carrying it is refused, error 10212). The
+server fires nothing for slots it missed while down (a single server killed), so
+the operator and starting workers publish a catch-up fire for the latest missed
+slot instead: ``Celeriac-Catch-Up`` names the slot, which must be a slot of the
+schedule and not in the future. A delivery with ``Celeriac-Periodic`` and neither
+header is dead-lettered as malformed, like any other bad fire.
 
 The run is published before the state is written: if the write fails, the fire is
 redelivered and publishes the same id again, which JetStream drops. A failure of
@@ -37,10 +40,11 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from celeriac.cron import parse_schedule_next, slot_of
-from celeriac.periodic import run_window
+from celeriac.periodic import latest_slot, run_window
 from celeriac.protocol import jetstream, names
 from celeriac.protocol.envelope import DeadLetterReason, TaskMessage
 from celeriac.protocol.periodic import (
+    HDR_CATCH_UP,
     HDR_PERIODIC,
     HDR_SCHEDULE_NEXT,
     ConcurrencyPolicy,
@@ -66,6 +70,8 @@ STATE_ATTEMPTS = 5
 # leftover (its worker died and its message is gone) and no longer holds the schedule.
 STALE_STARTED = timedelta(days=1)
 _MAX_NEXT_CHARS = 64
+# Clocks differ: a catch-up fire for a slot this little ahead of ours is still taken.
+CATCH_UP_LEEWAY = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,12 @@ def is_fire(headers: Mapping[str, str] | None) -> bool:
     return headers is not None and HDR_PERIODIC in headers
 
 
-def decode_fire(data: bytes, headers: Mapping[str, str] | None, queue: str) -> Fire | Rejection:
+def decode_fire(
+    data: bytes,
+    headers: Mapping[str, str] | None,
+    queue: str,
+    now: datetime | None = None,
+) -> Fire | Rejection:
     """The fire in a delivery from ``queue``, or why it is malformed; never raises."""
     periodic = decode_periodic(data)
     if isinstance(periodic, Rejection):
@@ -95,20 +106,33 @@ def decode_fire(data: bytes, headers: Mapping[str, str] | None, queue: str) -> F
 
     if periodic.queue != queue:
         return malformed(f"its queue {periodic.queue!r} is not the queue it came from ({queue!r})")
-    value = (headers or {}).get(HDR_SCHEDULE_NEXT)
+    headers = headers or {}
+    header = HDR_SCHEDULE_NEXT if HDR_SCHEDULE_NEXT in headers else HDR_CATCH_UP
+    value = headers.get(header)
     if value is None:
-        return malformed(f"no {HDR_SCHEDULE_NEXT} header")
+        return malformed(f"no {HDR_SCHEDULE_NEXT} header (nor {HDR_CATCH_UP})")
     if len(value) > _MAX_NEXT_CHARS:
-        return malformed(
-            f"{HDR_SCHEDULE_NEXT}: not an RFC 3339 time: {value[:_MAX_NEXT_CHARS]!r}..."
-        )
+        return malformed(f"{header}: not an RFC 3339 time: {value[:_MAX_NEXT_CHARS]!r}...")
     try:
-        slot = slot_of(
-            periodic.cron, periodic.every, periodic.time_zone, parse_schedule_next(value)
-        )
+        moment = parse_schedule_next(value)
+        if header == HDR_SCHEDULE_NEXT:
+            slot = slot_of(periodic.cron, periodic.every, periodic.time_zone, moment)
+        else:
+            slot = catch_up_slot(periodic, moment, now or datetime.now(UTC))
     except ValueError as exc:
         return malformed(str(exc)[:300])
     return Fire(periodic, slot, run_id(name, slot))
+
+
+def catch_up_slot(periodic: PeriodicTask, slot: datetime, now: datetime) -> datetime:
+    """The slot a catch-up fire names, if it may stand for one: a slot of the schedule
+    (any time for ``every``, which has no fixed phase), not in the future."""
+    slot = _utc(slot)
+    if slot > now + CATCH_UP_LEEWAY:
+        raise ValueError(f"{HDR_CATCH_UP}: {_show(slot)} is in the future")
+    if periodic.every is None and latest_slot(periodic, slot, None) != slot:
+        raise ValueError(f"{HDR_CATCH_UP}: {_show(slot)} is not a slot of the schedule")
+    return slot
 
 
 # Pure decisions -----------------------------------------------------------------------------

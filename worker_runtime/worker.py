@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac.exceptions import CeleriacError, NatsRefusedError
+from celeriac.worker_runtime.catchup import CatchUp
 from celeriac.worker_runtime.consuming import QueueConsumer
 from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.execution import Outcome, Pool
@@ -99,6 +100,7 @@ class Worker:
         self._handler: Handler | None = None
         self._revoked: RevokedMirror | None = None
         self._exhausted: ExhaustedDeliveries | None = None
+        self._catch_up: CatchUp | None = None
         self._consumers: list[QueueConsumer] = []
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self.metrics.count_in_flight(lambda: len(self._running))
@@ -162,10 +164,14 @@ class Worker:
             await self._exhausted.start()
             self._heartbeats.start()
             consumers = [asyncio.create_task(c.run()) for c in self._make_consumers(broker)]
+            self._catch_up = CatchUp(broker, self.queues)
+            self._catch_up.soon()
             await self.stopping.wait()
             return await self._drain(consumers)
         finally:
             await self._heartbeats.stop()
+            if self._catch_up is not None:
+                await self._catch_up.stop()
             if self._exhausted is not None:
                 await self._exhausted.stop()
             if self._revoked is not None:

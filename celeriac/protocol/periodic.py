@@ -37,6 +37,9 @@ HDR_SCHEDULER = "Nats-Scheduler"  # added by the server: the schedule's subject
 HDR_SCHEDULE_NEXT = "Nats-Schedule-Next"  # added by the server: the next planned fire
 HDR_SCHEDULE_TIME_ZONE = "Nats-Schedule-Time-Zone"
 HDR_SCHEDULE_TTL = "Nats-Schedule-TTL"
+# On a catch-up fire (published by the operator or a worker for a slot the server
+# missed): the slot it stands for, as RFC 3339. It takes the place of Nats-Schedule-Next.
+HDR_CATCH_UP = "Celeriac-Catch-Up"
 
 MIN_EVERY = 1  # seconds: the server's scheduler has whole-second resolution
 MAX_EVERY = 366 * 86_400

@@ -1,4 +1,4 @@
-"""The TaskQueue and WorkerPool custom resources as pydantic models.
+"""The TaskQueue, WorkerPool and TaskSchedule custom resources as pydantic models.
 
 These models are the single source of truth for the resources: the CRD YAML in
 ``crds/`` (OpenAPI schema, defaults, CEL rules) and ``docs/crd-reference.md`` are
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
 
-from celeriac.protocol import jetstream, names
+from celeriac.protocol import cronfields, jetstream, names
+from celeriac.protocol.envelope import check_task_name
 from celeriac.protocol.kubeschema import (
     CONDITIONS_LIST,
     ZERO_DURATION_CEL,
@@ -419,6 +420,170 @@ class WorkerPoolStatus(KubeModel):
     )
 
 
+# ---------------------------------------------------------------------------- TaskSchedule
+
+
+# Any JSON value: the API server keeps it as written, the operator checks it is JSON.
+_ANY_JSON = {"x-kubernetes-preserve-unknown-fields": True}
+# The zone of a cron, checked as the API server's Go reads IANA names: an unknown name
+# fails the rule. "Local" (the server's own zone) would differ from server to server.
+TIME_ZONE_RULES = [
+    cel("self != 'Local'", "use an IANA time zone name such as Europe/Berlin, not Local"),
+    cel(
+        "timestamp('2001-01-01T00:00:00Z').getHours(self) >= 0",
+        "unknown time zone: use an IANA name such as Europe/Berlin or UTC",
+    ),
+]
+# Whole seconds (the server's scheduler counts in seconds), from 1s.
+EVERY_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+EVERY_MESSAGE = "every must be at least 1s"
+
+
+class ScheduledTask(KubeModel):
+    """The task each run enqueues."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The task's registered name, e.g. app.tasks.send_digest.",
+    )
+    args: Annotated[
+        list[JsonValue],
+        WithJsonSchema({"type": "array", "items": _ANY_JSON, "maxItems": 256}),
+    ] = Field(default_factory=list, description="Positional arguments (any JSON values).")
+    kwargs: Annotated[
+        dict[str, JsonValue],
+        WithJsonSchema({"type": "object", "additionalProperties": _ANY_JSON, "maxProperties": 256}),
+    ] = Field(default_factory=dict, description="Keyword arguments (any JSON values).")
+    queue: QueueName = Field(
+        default=names.DEFAULT_QUEUE,
+        description="Queue the runs are sent to; its TaskQueue must exist.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Headers every run carries (as apply_async(headers=...)).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_task_name(v)
+
+
+class TaskScheduleSpec(KubeModel):
+    """A recurring task: nats-server holds the schedule and fires it, one run per slot."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.cron) != has(self.every)", "set exactly one of cron and every", ".cron"),
+            cel(
+                "!has(self.every) || self.timeZone == 'UTC'",
+                "timeZone applies to cron schedules only, not to every",
+                ".timeZone",
+            ),
+            cel(
+                "!has(self.every) || self.every.contains('d') || "
+                "duration(self.every) >= duration('1s')",
+                EVERY_MESSAGE,
+                ".every",
+            ),
+        )
+    )
+
+    task: ScheduledTask
+    cron: str | None = Field(
+        default=None,
+        max_length=256,
+        description="When to run: 5 fields (minute hour day-of-month month day-of-week), "
+        "6 fields (second first), or @hourly, @daily, @weekly, @monthly, @yearly.",
+        json_schema_extra=validations(*cronfields.cel_rules()),
+    )
+    every: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=EVERY_PATTERN,
+        description="Instead of cron: run at this interval, whole seconds from 1s (30s, 5m, "
+        "1h30m).",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone the cron is read in (Europe/Berlin); daylight saving "
+        "follows the zone.",
+        json_schema_extra=validations(*TIME_ZONE_RULES),
+    )
+    suspend: bool = Field(default=False, description="true: no runs until set back to false.")
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = Field(
+        default="Allow",
+        description="While the previous run is unfinished: Allow runs anyway, Forbid skips "
+        "the slot, Replace revokes the previous run.",
+    )
+    starting_deadline: Duration | None = Field(
+        default=None,
+        description="How long after its slot a run may still start; later it expires "
+        "unrun (default: one interval, so missed runs never pile up).",
+    )
+    jitter: Duration = Field(
+        default="0s", description="Delay each run by a random time up to this long."
+    )
+    nats: QueueNats | None = Field(
+        default=None, description="The NATS of the task's queue, when not the operator's default."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return None if v is None else cronfields.check(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskScheduleSpec:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("set exactly one of cron and every")
+        if self.every is not None and self.time_zone != "UTC":
+            raise ValueError("timeZone applies to cron schedules only, not to every")
+        if self.every is not None and parse_duration(self.every) < 1:
+            raise ValueError(EVERY_MESSAGE)
+        if self.time_zone == "Local":
+            raise ValueError("use an IANA time zone name such as Europe/Berlin, not Local")
+        return self
+
+
+class LastRun(KubeModel):
+    """The run enqueued for the latest slot."""
+
+    id: str = Field(description="Its task id: <namespace>.<name>.<slot as YYYYMMDDTHHMMSSZ>.")
+    state: str | None = Field(
+        default=None, description="PENDING, STARTED, SUCCESS, FAILURE, RETRY or REVOKED."
+    )
+
+
+class TaskScheduleStatus(KubeModel):
+    """What the workers recorded of the schedule, and when it fires next."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    schedule: str | None = Field(
+        default=None, description="The schedule as nats-server holds it (6-field cron or @every)."
+    )
+    queue: str | None = None
+    last_schedule_time: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="The slot of the latest run.",
+    )
+    last_run: LastRun | None = None
+    next_schedule_time: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When the server fires next (none while suspended).",
+    )
+    runs: int | None = Field(default=None, description="Runs enqueued.")
+    skips: int | None = Field(default=None, description="Slots skipped (concurrencyPolicy Forbid).")
+    last_skip_reason: str | None = None
+
+
 # Rules on the whole object: CEL at the root may read metadata.name.
 TASKQUEUE_ROOT_RULES: list[dict[str, str]] = [
     cel(
@@ -440,5 +605,13 @@ WORKERPOOL_ROOT_RULES: list[dict[str, str]] = [
     cel(
         "size(self.metadata.name) <= 63",
         "metadata.name must be at most 63 characters: it labels the pool's pods",
+    ),
+]
+# A schedule is named <namespace>.<name> on the server: the name must be a DNS label.
+TASKSCHEDULE_ROOT_RULES: list[dict[str, str]] = [
+    cel(
+        "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",
+        "metadata.name must be a DNS label (at most 63 lower-case letters, digits and '-', "
+        "no '.'): it names the schedule and its runs' ids",
     ),
 ]

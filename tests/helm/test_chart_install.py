@@ -15,6 +15,8 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
+CRDS = ("taskqueues.celeriac.io", "workerpools.celeriac.io", "taskschedules.celeriac.io")
+
 
 def _release(prefix: str) -> Release:
     suffix = uuid.uuid4().hex[:6]
@@ -42,7 +44,7 @@ def test_install_creates_every_object(kube_env: KubeEnvironment) -> None:
             o for o in objects if not exists(kube_env, o[0], o[1] or release.namespace, o[2])
         ]
         assert missing == []
-        for crd in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
+        for crd in CRDS:
             assert exists(kube_env, "crd", "", crd)
         kube_env.kubectl(
             "rollout", "status", f"deployment/{release.deployment}", "-n", release.namespace,
@@ -112,7 +114,7 @@ def test_uninstall_removes_everything_but_crds_and_queues(kube_env: KubeEnvironm
             return not any(exists(kube_env, k, ns or release.namespace, n) for k, ns, n in objects)
 
         wait_until(gone, timeout=60, what="every object of the release to go", interval=0.5)
-        for crd in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
+        for crd in CRDS:
             assert exists(kube_env, "crd", "", crd)
         assert exists(kube_env, "taskqueue", release.namespace, "kept")
     finally:

@@ -151,7 +151,8 @@ def test_cluster_wide_rbac_is_one_cluster_role() -> None:
     objects = render(NATS)
     rules = _rules(objects, "ClusterRole")
     resources = {res for r in rules for res in r["resources"]}
-    assert {"taskqueues", "workerpools", "deployments", "deployments/scale", "events"} <= resources
+    wanted = {"taskqueues", "workerpools", "taskschedules", "deployments", "deployments/scale"}
+    assert wanted | {"events"} <= resources
     [lease_role] = by_kind(objects)["Role"]
     assert lease_role["metadata"]["namespace"] == "celeriac-system"
     assert {"leases"} == {res for r in lease_role["rules"] for res in r["resources"]}

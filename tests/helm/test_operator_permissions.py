@@ -124,7 +124,7 @@ def setup(
     try:
         yield release, team, operator, sa_config
     finally:
-        for kind in ("workerpools", "taskqueues"):
+        for kind in ("workerpools", "taskqueues", "taskschedules"):
             kube_env.kubectl("delete", kind, "--all", "-n", team, "--timeout=60s", check=False)
         operator.stop()
         uninstall(kube_env, release)

@@ -80,7 +80,7 @@ class OperatorProcess:
 def install_crds(kube: KubeEnvironment) -> KubeEnvironment:
     """Apply Celeriac's CRDs and wait until they are established."""
     kube.kubectl("apply", "-f", str(ROOT / "crds"))
-    for name in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
+    for name in ("taskqueues.celeriac.io", "workerpools.celeriac.io", "taskschedules.celeriac.io"):
         kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     return kube
 

@@ -85,10 +85,10 @@ app.kubernetes.io/component: nats
 {{- define "celeriac.resourceRules" -}}
 # Watch the custom resources; patch them for finalizers and handler progress.
 - apiGroups: [celeriac.io]
-  resources: [taskqueues, workerpools]
+  resources: [taskqueues, workerpools, taskschedules]
   verbs: [get, list, watch, patch]
 - apiGroups: [celeriac.io]
-  resources: [taskqueues/status, workerpools/status]
+  resources: [taskqueues/status, workerpools/status, taskschedules/status]
   verbs: [get, patch]
 # Owner references with blockOwnerDeletion need this where that admission check is on.
 - apiGroups: [celeriac.io]
