@@ -219,6 +219,7 @@ class Celeriac:
             names.check_queue_name(queue)
 
         def define(task: str, schedule: str) -> PeriodicTask:
+            _check_app_schedule_name(schedule)
             return periodic.define(
                 name=schedule,
                 task=task,
@@ -286,6 +287,8 @@ class Celeriac:
             cron_text, every = schedule, None
         else:
             cron_text, every = None, schedule
+        if name is not None:
+            _check_app_schedule_name(name)
         definition = periodic.define(
             name=name or periodic.schedule_name_for(signature.task),
             task=signature.task,
@@ -430,3 +433,13 @@ class Celeriac:
         plan, results = self._batch(signatures)
         await self.client.asubmit(plan)
         return results
+
+
+def _check_app_schedule_name(name: str) -> None:
+    """Refuse a '.' in an app's schedule name: TaskSchedule resources' schedules are
+    ``<namespace>.<name>``, and an app's sync must never take one of those over."""
+    if isinstance(name, str) and "." in name:
+        raise ValueError(
+            f"name: {name!r} has a '.', reserved for the schedules of TaskSchedule "
+            "resources (<namespace>.<name>); use '-'"
+        )

@@ -105,13 +105,18 @@ def schedule_parser() -> argparse.ArgumentParser:
         "-Q", "--queue", action="append", dest="queues", metavar="QUEUE",
         help="only these queues (repeat it, or separate them with commas)",
     )  # fmt: skip
+    actions.add_parser("trigger", parents=[one], help="enqueue one run now")
     for action, help_text in [
-        ("trigger", "enqueue one run now"),
         ("suspend", "stop it firing, keeping its definition"),
         ("resume", "make a suspended schedule fire again"),
         ("delete", "remove it for good"),
     ]:
-        actions.add_parser(action, parents=[one], help=help_text)
+        steer = actions.add_parser(action, parents=[one], help=help_text)
+        steer.add_argument(
+            "--force", action="store_true",
+            help="also a TaskSchedule resource's schedule (<namespace>.<name>), e.g. one "
+            "left behind when its operator could not delete it",
+        )  # fmt: skip
     return parser
 
 
@@ -259,6 +264,7 @@ async def _suspend(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int
     from celeriac import schedulestore
 
     info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
+    _unmanaged(info.name, ns.force, "suspend")
     done = await schedulestore.suspend_schedule(broker.js, info.queue, info.name)
     print(f"{'suspended' if done else 'already suspended'}: {info.name} (queue {info.queue})")
     return 0
@@ -268,6 +274,7 @@ async def _resume(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
     from celeriac import schedulestore
 
     info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
+    _unmanaged(info.name, ns.force, "resume")
     done = await schedulestore.resume_schedule(broker.js, info.queue, info.name)
     print(f"{'resumed' if done else 'not suspended'}: {info.name} (queue {info.queue})")
     return 0
@@ -277,9 +284,30 @@ async def _delete(app: Celeriac, broker: Broker, ns: argparse.Namespace) -> int:
     from celeriac import schedulestore
 
     info = await schedulestore.find_schedule(broker.js, ns.name, ns.queue)
+    _unmanaged(info.name, ns.force, "delete")
     await schedulestore.delete_schedule(broker.js, info.queue, info.name)
     print(f"deleted: {info.name} (queue {info.queue})")
     return 0
+
+
+def _unmanaged(name: str, force: bool, action: str) -> None:
+    """Refuse to steer a TaskSchedule's schedule: its operator would undo it."""
+    from celeriac.protocol.periodic import managed_by
+
+    owner = managed_by(name)
+    if owner is None or force:
+        return
+    namespace, resource = owner.split("/")
+    if action == "delete":
+        instead = f"kubectl delete ts {resource} -n {namespace}"
+    else:
+        value = "true" if action == "suspend" else "false"
+        patch = f'{{"spec": {{"suspend": {value}}}}}'
+        instead = f"kubectl patch ts {resource} -n {namespace} --type merge -p '{patch}'"
+    raise CommandError(
+        f"schedule {name} belongs to TaskSchedule {owner}, whose operator keeps it as the "
+        f"spec says: {instead} (--force if that TaskSchedule is gone)"
+    )
 
 
 _ACTIONS: dict[str, Callable[[Celeriac, Broker, argparse.Namespace], Awaitable[int]]] = {

@@ -16,7 +16,7 @@ from celeriac.broker import Broker
 from celeriac.exceptions import ScheduleNotSupported
 from celeriac.periodic import run_window
 from celeriac.protocol import names
-from celeriac.protocol.periodic import PeriodicTask, run_id
+from celeriac.protocol.periodic import PeriodicTask, managed_by, run_id
 from celeriac.schedulestore import Change, delete_schedule, find_schedule, schedule_names, store
 from celeriac.submitting import prepare
 
@@ -91,7 +91,8 @@ async def sync_schedules(
     queues: Iterable[str] = (),
 ) -> SyncReport:
     """Publish every definition in ``periodic``; with ``prune``, delete the schedules on
-    their queues (and on ``queues``) that ``periodic`` does not define."""
+    their queues (and on ``queues``) that ``periodic`` does not define, except the
+    TaskSchedule resources' (``<namespace>.<name>``)."""
     defined = list(periodic)
     report = SyncReport()
     for p in defined:
@@ -101,7 +102,8 @@ async def sync_schedules(
         scope = {p.queue for p in defined} | set(queues)
         for queue in sorted(scope):
             for stale in await schedule_names(broker.js, queue):
-                if (queue, stale) not in keep:
+                # A TaskSchedule's schedule is the operator's to delete, not an app's.
+                if (queue, stale) not in keep and managed_by(stale) is None:
                     await delete_schedule(broker.js, queue, stale)
                     report.results.append(SyncResult(queue, stale, Change.DELETED))
     return report

@@ -328,7 +328,7 @@ async def delete_schedule(
             raise kopf.TemporaryError(f"NATS: {exc!r}", delay=DELETE_RETRY_DELAY) from None
         message = (
             f"could not delete schedule {name} (NATS: {exc!r}); it fires on until removed: "
-            f"celeriac schedule delete {name} -Q {' '.join(sorted(queues))}"
+            f"celeriac schedule delete {name} -Q {' '.join(sorted(queues))} --force"
         )
         logger.error(message)
         await memo.events.post(body, "ScheduleLeft", message, "Warning")

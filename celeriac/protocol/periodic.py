@@ -53,6 +53,13 @@ class ConcurrencyPolicy(StrEnum):
     REPLACE = "Replace"  # revoke the unfinished run, then run
 
 
+def managed_by(name: str) -> str | None:
+    """The TaskSchedule (``namespace/name``) that owns schedule ``name``, if any: the
+    operator names its schedules ``<namespace>.<name>``; apps may not use a '.'."""
+    namespace, dot, resource = name.partition(".")
+    return f"{namespace}/{resource}" if dot else None
+
+
 def check_schedule_name(name: str) -> str:
     """``name`` if it can name a schedule, else ``ValueError`` saying what fits."""
     if not _SCHEDULE_NAME.match(name):

@@ -2,9 +2,11 @@
 
 On a running local environment: ``helm install`` the chart, run its operator with
 the chart ServiceAccount's credentials, ``kubectl apply`` the TaskQueue and
-WorkerPool from ``examples/``, submit thousands of the example shop's tasks with
-the SDK, show the backlog and the pool scaling up and back down while they run,
-and check every result. The README's demo and the e2e test both run this.
+WorkerPool from ``examples/``, apply the example TaskSchedule firing every few
+seconds until its first run woke the pool and succeeded, then suspend it; submit
+thousands of the example shop's tasks with the SDK, show the backlog and the pool
+scaling up and back down while they run, and check every result. The README's demo
+and the e2e test both run this.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from celeriac_devenv.processes import wait_until
 from celeriac_devenv.progress import ProgressDisplay, Snapshot
 
 EXAMPLES = REPO_ROOT / "examples"
+# The example TaskSchedule runs daily; the demo makes it fire every 5 seconds.
+DEMO_CRON = "*/5 * * * * *"
 TASK = "shop.tasks.send_receipt"
 Order = tuple[int, str, list[dict[str, int]]]
 
@@ -70,6 +74,8 @@ class JourneyReport:
     scale_down_seconds: float = 0.0
     peak_rate: float = 0.0
     scaling_events: list[str] = field(default_factory=list)
+    schedule_runs: int = 0  # runs of the example TaskSchedule before it was suspended
+    schedule_last_run: str = ""  # the id of its last run
 
 
 def make_orders(count: int, seed: int = 2024) -> list[Order]:
@@ -139,6 +145,7 @@ class Journey:
         self.operator: LocalOperator | None = None
         self.queue = "emails"
         self.pool = "emails"
+        self.schedule = "nightly-digest"
 
     def say(self, text: str) -> None:
         """One line for the user."""
@@ -160,7 +167,10 @@ class Journey:
         self.install_chart()
         self.start_operator()
         self.apply_examples()
-        return asyncio.run(self.submit_and_watch())
+        runs, last = self.schedule_digest()
+        report = asyncio.run(self.submit_and_watch())
+        report.schedule_runs, report.schedule_last_run = runs, last
+        return report
 
     def stop_operator(self) -> None:
         """Stop the local operator, if it runs."""
@@ -170,7 +180,12 @@ class Journey:
 
     def remove_examples(self) -> None:
         """Delete the WorkerPool and TaskQueue while the operator still handles finalizers."""
-        for kind, name in (("workerpool", self.pool), ("taskqueue", self.queue)):
+        kinds = (
+            ("taskschedule", self.schedule),
+            ("workerpool", self.pool),
+            ("taskqueue", self.queue),
+        )
+        for kind, name in kinds:
             self.env.kubectl(
                 "delete", kind, name, "-n", self.options.namespace, "--ignore-not-found",
                 "--timeout=60s",
@@ -231,6 +246,48 @@ class Journey:
         wait_until(self._queue_ready, timeout=60, what=f"TaskQueue {self.queue} to be Ready")
         self.say(f"$ kubectl get taskqueues,workerpools -n {ns}")
         self.say(self.env.kubectl("get", "taskqueues,workerpools", "-n", ns).stdout.rstrip())
+
+    def schedule_digest(self) -> tuple[int, str]:
+        """Apply the example TaskSchedule, firing every 5 s here; once a run has woken
+        the pool and succeeded, suspend it. Its run count and last run id."""
+        ns = self.options.namespace
+        self.step("A recurring task: kubectl apply the example TaskSchedule")
+        manifest = yaml.safe_load((EXAMPLES / "taskschedule.yaml").read_text())
+        manifest["spec"]["cron"] = DEMO_CRON
+        self.schedule = manifest["metadata"]["name"]
+        self.say(f"$ kubectl apply -n {ns} -f examples/taskschedule.yaml   # with local changes:")
+        self.say(f'   cron: "{DEMO_CRON}" (every 5 s) instead of daily at 02:30')
+        self.say(self.env.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest)).stdout)
+        status = wait_until(
+            self._schedule_succeeded, timeout=120, what=f"a run of {self.schedule} to succeed"
+        )
+        self.say(f"$ kubectl get taskschedules -n {ns}")
+        self.say(self.env.kubectl("get", "taskschedules", "-n", ns).stdout.rstrip())
+        suspend = json.dumps({"spec": {"suspend": True}})
+        self.say(
+            f"$ kubectl patch taskschedule {self.schedule} -n {ns} --type merge -p '{suspend}'"
+        )
+        self.env.kubectl(
+            "patch", "taskschedule", self.schedule, "-n", ns, "--type", "merge", "-p", suspend
+        )
+        wait_until(
+            lambda: self._schedule_status().get("nextScheduleTime") is None,
+            timeout=60,
+            what=f"{self.schedule} suspended",
+        )
+        self.say(self.env.kubectl("get", "taskschedules", "-n", ns).stdout.rstrip())
+        return int(status.get("runs") or 0), str(status["lastRun"]["id"])
+
+    def _schedule_status(self) -> dict[str, Any]:
+        proc = self.env.kubectl(
+            "get", "taskschedule", self.schedule, "-n", self.options.namespace, "-o", "json",
+            check=False,
+        )  # fmt: skip
+        return dict(json.loads(proc.stdout).get("status") or {}) if proc.returncode == 0 else {}
+
+    def _schedule_succeeded(self) -> dict[str, Any] | None:
+        status = self._schedule_status()
+        return status if (status.get("lastRun") or {}).get("state") == "SUCCESS" else None
 
     def _queue_ready(self) -> bool:
         proc = self.env.kubectl(
@@ -363,6 +420,11 @@ def summary(report: JourneyReport, options: JourneyOptions) -> list[str]:
         f"{options.max_replicas}) -> {report.final_replicas}",
         f"scaled back down {report.scale_down_seconds:.1f}s after the queue drained",
     ]
+    if report.schedule_runs:
+        lines.append(
+            f"schedule         {report.schedule_runs} run(s) of the TaskSchedule, "
+            f"last {report.schedule_last_run}, then suspended"
+        )
     if report.scaling_events:
         lines.append("scaling decisions (kubectl get events --field-selector reason=Scaled):")
         lines += [f"  - {message}" for message in report.scaling_events]

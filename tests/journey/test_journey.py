@@ -74,6 +74,10 @@ def test_journey_end_to_end(journey_run: tuple[JourneyReport, JourneyOptions, st
     assert report.final_replicas == options.min_replicas
     assert any(m.startswith("scale up from 0") for m in report.scaling_events)
     assert any(m.startswith("scale to zero") for m in report.scaling_events)
+    # The example TaskSchedule fired, its run woke the pool and succeeded; then suspended.
+    assert report.schedule_runs >= 1
+    assert report.schedule_last_run.startswith(f"{options.namespace}.nightly-digest.")
+    assert "kubectl get taskschedules" in output
     # What the user saw: the commands, then periodic progress lines (not a TTY here).
     assert "helm install" in output and "kubectl apply" in output
     assert re.search(r"replicas 3/\d desired/ready", output)

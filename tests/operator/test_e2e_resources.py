@@ -39,7 +39,7 @@ def test_invalid_spec_is_rejected_naming_the_field(
     assert expected_fragment(path) in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("name", ["taskqueue.yaml", "workerpool.yaml"])
+@pytest.mark.parametrize("name", ["taskqueue.yaml", "workerpool.yaml", "taskschedule.yaml"])
 def test_examples_are_valid(crds: KubeEnvironment, namespace: str, name: str) -> None:
     crds.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "examples" / name))
 

@@ -3,6 +3,7 @@ nats-server (sync, prune, suspend, resume, delete, list, trigger, fires, the CLI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,7 +23,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 from celeriac.app import Celeriac
-from celeriac.periodic import schedule_message, schedule_name_for
+from celeriac.periodic import define, schedule_message, schedule_name_for
 from celeriac.protocol import jetstream, names
 from celeriac.protocol.envelope import TaskMessage
 from celeriac.protocol.periodic import ConcurrencyPolicy, PeriodicTask, schedule_subject
@@ -35,6 +36,7 @@ from celeriac.schedulestore import (
     find_schedule,
     list_schedules,
     resume_schedule,
+    store,
     suspend_schedule,
 )
 from tests.sdk.conftest import unique_queue
@@ -198,6 +200,7 @@ def test_periodic_task_queue_is_the_tasks_queue() -> None:
         ({"every": 60, "jitter": 60}, r"^jitter: 60 s is not shorter than .* \(60 s"),
         ({"every": 60, "expires": 10, "jitter": 15}, r"^jitter: 15 s is not shorter .*\(10 s"),
         ({"every": 60, "queue": "Bad Queue"}, r"invalid queue name"),
+        ({"every": 60, "name": "team.report"}, r"^name: 'team.report' has a '.', reserved"),
     ],
 )
 def test_periodic_task_refuses_at_definition(kwargs: dict[str, Any], match: str) -> None:
@@ -364,6 +367,9 @@ async def test_prune_deletes_only_what_the_app_no_longer_defines(
     define_two(old)
     old.add_periodic_task(60, old.signature("t.x"), name="elsewhere", queue=other)
     await old.async_sync_schedules()
+    # What the operator writes for TaskSchedule shop/digest on the same queue.
+    managed = define(name="shop.digest", task="t.digest", queue=queue, every=60)
+    await store((await old.broker()).js, managed)
     await old.aclose()
 
     new = Celeriac("new", nats_url, default_queue=queue)
@@ -381,6 +387,7 @@ async def test_prune_deletes_only_what_the_app_no_longer_defines(
     assert await stored(raw_nc, queue, "nightly") is None
     assert await stored(raw_nc, queue, "hourly") is not None
     assert await stored(raw_nc, other, "elsewhere") is not None  # not a queue the app uses
+    assert await stored(raw_nc, queue, "shop.digest") is not None  # a TaskSchedule's
 
 
 @pytest.mark.integration
@@ -643,6 +650,29 @@ def test_cli_sync_list_suspend_resume_trigger_delete(
     assert run("delete", "morning").stdout.startswith("deleted: morning")
     listed = json.loads(run("list", "-o", "json", "-Q", queue).stdout)
     assert [s["name"] for s in listed] == ["hourly"]
+
+
+@pytest.mark.integration
+async def test_cli_leaves_a_taskschedules_schedule_to_its_operator(
+    nats_url: str, queue: str, aapp: Celeriac, cleanup: list[str]
+) -> None:
+    broker = await aapp.broker()
+    await broker.ensure_queue(queue)
+    managed = define(name="shop.digest", task="t.digest", queue=queue, every=60)
+    await store(broker.js, managed)
+    for action in ("suspend", "resume", "delete"):
+        done = await asyncio.to_thread(celeriac, action, "shop.digest", nats_url=nats_url)
+        assert done.returncode == 1
+        assert done.stderr.startswith(
+            "celeriac schedule: schedule shop.digest belongs to TaskSchedule shop/digest"
+        ), done.stderr
+        assert "kubectl" in done.stderr and "--force" in done.stderr
+    forced = await asyncio.to_thread(
+        celeriac, "delete", "shop.digest", "--force", nats_url=nats_url
+    )
+    assert forced.returncode == 0, forced.stderr
+    with pytest.raises(ScheduleNotFoundError):
+        await find_schedule(broker.js, "shop.digest", queue)
 
 
 @pytest.mark.integration

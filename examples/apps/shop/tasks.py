@@ -43,3 +43,10 @@ async def send_receipt(order_id: int, email: str, items: list[dict[str, int]]) -
 def order_total(items: list[dict[str, int]]) -> int:
     """A plain ``def`` task: the total of an order in cents."""
     return receipt_total(items)
+
+
+@app.task(queue="emails")
+async def send_digest(audience: str, dry_run: bool = False) -> dict[str, object]:
+    """The daily digest: run by the TaskSchedule in examples/taskschedule.yaml."""
+    await asyncio.sleep(MAIL_LATENCY)
+    return {"audience": audience, "status": "checked" if dry_run else "sent"}
