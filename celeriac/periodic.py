@@ -279,7 +279,8 @@ def latest_slot(p: PeriodicTask, at: datetime, anchor: datetime | None) -> datet
         )
     if anchor is None:
         return None
-    steps = math.floor((at - anchor).total_seconds() / p.every)
+    anchor = _utc(anchor)
+    steps = math.floor((_utc(at) - anchor).total_seconds() / p.every)
     return anchor + timedelta(seconds=steps * p.every) if steps >= 0 else None
 
 
@@ -296,8 +297,10 @@ def missed_slot(
     Only the latest: after downtime the missed slots collapse into one run. Slots
     from before the schedule was stored (``stored_at``) were never the server's.
     """
-    last = state.last_slot if state is not None else None
-    slot = latest_slot(p, now - grace, last)
+    # A time without a zone is UTC, as the workers read it.
+    last = _utc(state.last_slot) if state is not None and state.last_slot else None
+    stored_at = _utc(stored_at) if stored_at is not None else None
+    slot = latest_slot(p, _utc(now) - grace, last)
     if slot is None or (last is not None and slot <= last):
         return None
     if stored_at is not None and slot < stored_at:
@@ -305,6 +308,10 @@ def missed_slot(
     if now >= slot + run_window(p, slot):
         return None
     return slot
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def catch_up_message(p: PeriodicTask, slot: datetime) -> tuple[str, dict[str, str], bytes]:

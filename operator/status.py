@@ -81,6 +81,20 @@ def write_status(
     patch_status.update(status_update(status, fields, conditions, time.time()))
 
 
+def invalid_spec(
+    patch_status: MutableMapping[str, Any],
+    status: Mapping[str, Any] | None,
+    generation: int | None,
+    kind: str,
+    exc: Exception,
+) -> str:
+    """Put ``Ready=False``, reason ``InvalidSpec``, into a kopf patch; the error message
+    for the handler's ``PermanentError``."""
+    bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
+    write_status(patch_status, status, {"observedGeneration": generation}, [bad])
+    return f"invalid {kind}: {exc}"
+
+
 def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``new`` that differ from ``old`` (what a status patch must carry)."""
     before = old or {}

@@ -30,7 +30,7 @@ from celeriac.operator import claims, queues
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
 from celeriac.operator.polling import poll_until_stopped
-from celeriac.operator.status import condition, status_update, write_status
+from celeriac.operator.status import condition, invalid_spec, status_update, write_status
 from celeriac.protocol import names
 from celeriac.protocol.resources import GROUP, VERSION, TaskQueueSpec
 
@@ -220,9 +220,8 @@ async def reconcile_queue(
     try:
         spec, queue = parse_spec(body)
     except ValueError as exc:
-        bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
-        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
-        raise kopf.PermanentError(f"invalid TaskQueue: {exc}") from None
+        message = invalid_spec(patch.status, status, generation, "TaskQueue", exc)
+        raise kopf.PermanentError(message) from None
     try:
         outcome = await sync_queue(memo, spec, queue, _owner(body))
     except APIError as exc:

@@ -30,7 +30,7 @@ from celeriac.exceptions import CeleriacError
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
 from celeriac.operator.polling import poll_until_stopped
-from celeriac.operator.status import condition, status_update, write_status
+from celeriac.operator.status import condition, invalid_spec, status_update, write_status
 from celeriac.operator.taskqueues import NATS_ERRORS, nats_trouble
 from celeriac.protocol import names
 from celeriac.protocol.kubeschema import parse_duration
@@ -179,9 +179,8 @@ async def reconcile_schedule(
     try:
         spec, p = definition(body)
     except ValueError as exc:
-        bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
-        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
-        raise kopf.PermanentError(f"invalid TaskSchedule: {exc}") from None
+        message = invalid_spec(patch.status, status, generation, "TaskSchedule", exc)
+        raise kopf.PermanentError(message) from None
     try:
         change = (await store(memo, spec, p, _stored_queue(status)))[1]
     except _STORE_ERRORS as exc:
@@ -261,7 +260,10 @@ async def refresh_schedule_status(
             message = f"schedule {p.name} was missing on the server; written again"
             await memo.events.post(body, "Restored", message, "Warning")
         info = await schedulestore.find_schedule(js, p.name, p.queue)
-        await _catch_up(js, body, memo, logger, info, requested=requested)
+        try:
+            await _catch_up(js, body, memo, logger, info, requested=requested)
+        except Exception as exc:  # the status is worth writing all the same
+            logger.warning(f"could not look for a missed slot of {p.name}: {exc!r}")
         last_run = info.state.last_run if info.state else None
         last = await schedulestore.run_state(js, last_run) if last_run else None
         fields = schedule_status(info, last)

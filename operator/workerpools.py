@@ -29,6 +29,7 @@ from celeriac.operator.kube import DeploymentConflictError, Deployments, Events,
 from celeriac.operator.polling import poll_until_stopped
 from celeriac.operator.status import (
     condition,
+    invalid_spec,
     scaling_state,
     scaling_status,
     status_update,
@@ -87,9 +88,8 @@ async def reconcile_pool(
     try:
         spec = parse_spec(body)
     except ValueError as exc:
-        bad = condition("Ready", False, "InvalidSpec", str(exc), generation=generation)
-        write_status(patch.status, status, {"observedGeneration": generation}, [bad])
-        raise kopf.PermanentError(f"invalid WorkerPool: {exc}") from None
+        message = invalid_spec(patch.status, status, generation, "WorkerPool", exc)
+        raise kopf.PermanentError(message) from None
     config: OperatorConfig = memo.config
     deployments: Deployments = memo.deployments
     name = manifests.deployment_name(pool.name)

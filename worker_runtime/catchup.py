@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from nats.js import JetStreamContext
+
 from celeriac import schedulestore
 from celeriac.periodic import CATCH_UP_GRACE, missed_slot
 
@@ -51,24 +53,32 @@ class CatchUp:
     async def check(self) -> int:
         """Ask for every missed slot's run now; how many were asked for. Never raises:
         a failure is logged, and the next reconnect or start looks again."""
-        asked = 0
+        js = self._broker.js
         try:
-            js = self._broker.js
-            for info in await schedulestore.list_schedules(js, self._queues):
-                if info.suspended:
-                    continue
-                slot = missed_slot(info.periodic, info.state, info.stored_at, datetime.now(UTC))
-                if slot is None:
-                    continue
-                await schedulestore.request_catch_up(js, info.periodic, slot)
-                asked += 1
-                log.warning(
-                    "schedule %s: slot %s went by without a run; asked for one",
-                    info.name, f"{slot:%Y-%m-%dT%H:%M:%SZ}",
-                )  # fmt: skip
+            found = await schedulestore.list_schedules(js, self._queues)
         except Exception as exc:
             log.warning("could not look for missed schedule slots: %r", exc)
+            return 0
+        asked = 0
+        for info in found:
+            try:
+                asked += await self._catch_up(js, info)
+            except Exception as exc:  # one schedule's trouble must not hide the others
+                log.warning("schedule %s: could not look for a missed slot: %r", info.name, exc)
         return asked
+
+    async def _catch_up(self, js: JetStreamContext, info: schedulestore.ScheduleInfo) -> int:
+        if info.suspended:
+            return 0
+        slot = missed_slot(info.periodic, info.state, info.stored_at, datetime.now(UTC))
+        if slot is None:
+            return 0
+        await schedulestore.request_catch_up(js, info.periodic, slot)
+        log.warning(
+            "schedule %s: slot %s went by without a run; asked for one",
+            info.name, f"{slot:%Y-%m-%dT%H:%M:%SZ}",
+        )  # fmt: skip
+        return 1
 
     async def stop(self) -> None:
         """Stop looking; cancel a pending check."""

@@ -106,22 +106,29 @@ def decode_fire(
 
     if periodic.queue != queue:
         return malformed(f"its queue {periodic.queue!r} is not the queue it came from ({queue!r})")
-    headers = headers or {}
-    header = HDR_SCHEDULE_NEXT if HDR_SCHEDULE_NEXT in headers else HDR_CATCH_UP
-    value = headers.get(header)
-    if value is None:
-        return malformed(f"no {HDR_SCHEDULE_NEXT} header (nor {HDR_CATCH_UP})")
-    if len(value) > _MAX_NEXT_CHARS:
-        return malformed(f"{header}: not an RFC 3339 time: {value[:_MAX_NEXT_CHARS]!r}...")
     try:
-        moment = parse_schedule_next(value)
-        if header == HDR_SCHEDULE_NEXT:
-            slot = slot_of(periodic.cron, periodic.every, periodic.time_zone, moment)
-        else:
-            slot = catch_up_slot(periodic, moment, now or datetime.now(UTC))
+        slot = fire_slot(periodic, headers or {}, now or datetime.now(UTC))
     except ValueError as exc:
         return malformed(str(exc)[:300])
     return Fire(periodic, slot, run_id(name, slot))
+
+
+def fire_slot(periodic: PeriodicTask, headers: Mapping[str, str], now: datetime) -> datetime:
+    """The slot a fire stands for: from the server's ``Nats-Schedule-Next``, else from a
+    catch-up fire's ``Celeriac-Catch-Up``; ``ValueError`` naming the header at fault."""
+    header = HDR_SCHEDULE_NEXT if HDR_SCHEDULE_NEXT in headers else HDR_CATCH_UP
+    value = headers.get(header)
+    if value is None:
+        raise ValueError(f"no {HDR_SCHEDULE_NEXT} header (nor {HDR_CATCH_UP})")
+    if len(value) > _MAX_NEXT_CHARS:
+        raise ValueError(f"{header}: not an RFC 3339 time: {value[:_MAX_NEXT_CHARS]!r}...")
+    try:
+        moment = parse_schedule_next(value)
+    except ValueError:
+        raise ValueError(f"{header}: not an RFC 3339 time: {value!r}") from None
+    if header == HDR_SCHEDULE_NEXT:
+        return slot_of(periodic.cron, periodic.every, periodic.time_zone, moment)
+    return catch_up_slot(periodic, moment, now)
 
 
 def catch_up_slot(periodic: PeriodicTask, slot: datetime, now: datetime) -> datetime:

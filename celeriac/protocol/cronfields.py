@@ -46,7 +46,7 @@ FIELDS = (
     CronField("hour", "0-23", _field("[01]?[0-9]|2[0-3]"), 3),
     CronField("day-of-month", "1-31", _field("0?[1-9]|[12][0-9]|3[01]"), 2),
     CronField("month", "1-12 or JAN-DEC", _field(f"0?[1-9]|1[0-2]|(?i:{_MONTHS})"), 1),
-    CronField("day-of-week", "0-6 or SUN-SAT (Sunday is 0)", _field(f"[0-6]|(?i:{_DAYS})"), 0),
+    CronField("day-of-week", "0-6 or SUN-SAT (Sunday is 0)", _field(f"0?[0-6]|(?i:{_DAYS})"), 0),
 )
 
 _MACRO = "^ *@"
@@ -91,16 +91,22 @@ def cel_rules() -> list[dict[str, str]]:
     return rules
 
 
+def _matches(pattern: str, text: str) -> bool:
+    """``self.matches(pattern)`` as CEL (RE2) reads it: there ``$`` is the very end,
+    where Python's ``$`` would also match before a final newline."""
+    return re.search(pattern.replace("$", r"\Z"), text) is not None
+
+
 def check(cron: str) -> str:
     """``cron`` if every rule holds, else ``ValueError`` with the first rule's message."""
-    if not re.search(SHAPE, cron):
+    if not _matches(SHAPE, cron):
         raise ValueError(SHAPE_MESSAGE)
-    if re.search(_MACRO, cron):
-        if not re.search(KNOWN_MACRO, cron):
+    if _matches(_MACRO, cron):
+        if not _matches(KNOWN_MACRO, cron):
             raise ValueError(MACRO_MESSAGE)
         return cron
-    six = re.search(_SIX_FIELDS, cron) is not None
+    six = _matches(_SIX_FIELDS, cron)
     for f in FIELDS:
-        if (six or f.name != "second") and not re.search(field_pattern(f), cron):
+        if (six or f.name != "second") and not _matches(field_pattern(f), cron):
             raise ValueError(field_message(f))
     return cron

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -13,6 +14,24 @@ from celeriac_devenv.cluster import KubeEnvironment
 from tests.support import wait_until
 
 T = TypeVar("T")
+APPS = Path(__file__).parent / "apps"
+
+
+def opscale_pool(name: str, queues: list[str], **spec: Any) -> dict[str, Any]:
+    """A WorkerPool running ``apps/opscale_tasks.py`` in local worker processes."""
+    return {
+        "apiVersion": "celeriac.io/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "queues": queues,
+            "app": "opscale_tasks:app",
+            "image": "celeriac-e2e:local",
+            "terminationGracePeriodSeconds": 10,
+            "env": [{"name": "PYTHONPATH", "value": str(APPS)}],
+            **spec,
+        },
+    }
 
 
 def wait(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:

@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from celeriac_devenv.cluster import KubeEnvironment
 
-from tests.support import wait_until
+from tests.operator.kubeobjects import APPS, opscale_pool, wait
 
 pytestmark = pytest.mark.e2e
-
-APPS = Path(__file__).parent / "apps"
-T = TypeVar("T")
-
-
-def wait(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
-    """Poll the API server at most four times a second."""
-    return wait_until(check, timeout=timeout, what=what, interval=0.25)
 
 
 def replicas(kube: KubeEnvironment, namespace: str, pool: str) -> int | None:
@@ -66,28 +56,20 @@ def test_pool_scales_up_drains_and_returns_to_zero(
             "metadata": {"name": name},
             "spec": {"deletionPolicy": "Delete"},
         },
-        {
-            "apiVersion": "celeriac.io/v1alpha1",
-            "kind": "WorkerPool",
-            "metadata": {"name": name},
-            "spec": {
-                "queues": [name],
-                "app": "opscale_tasks:app",
-                "image": "celeriac-e2e:local",
-                "concurrency": 20,
-                "pool": "asyncio",
-                "terminationGracePeriodSeconds": 10,
-                "env": [{"name": "PYTHONPATH", "value": str(APPS)}],
-                "autoscaling": {
-                    "minReplicas": 0,
-                    "maxReplicas": 4,
-                    "targetBacklogPerReplica": 100,
-                    "scaleDownStabilization": "5s",
-                    "idleBeforeZero": "10s",
-                    "pollInterval": "1s",
-                },
+        opscale_pool(
+            name,
+            [name],
+            concurrency=20,
+            pool="asyncio",
+            autoscaling={
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "targetBacklogPerReplica": 100,
+                "scaleDownStabilization": "5s",
+                "idleBeforeZero": "10s",
+                "pollInterval": "1s",
             },
-        },
+        ),
     ]
     kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
     wait(lambda: replicas(kube, namespace, name) == 0, "an idle pool at zero replicas")

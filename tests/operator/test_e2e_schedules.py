@@ -8,10 +8,8 @@ state is read straight from NATS, the status with kubectl.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -22,19 +20,12 @@ from celeriac import cron, schedulestore
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.periodic import run_id
 from tests.operator.conftest import OperatorProcess
-from tests.operator.kubeobjects import condition, get, js_call
-from tests.support import read_results, wait_until
+from tests.operator.kubeobjects import condition, get, js_call, opscale_pool, wait
+from tests.support import read_results
 
 pytestmark = pytest.mark.e2e
 
-APPS = Path(__file__).parent / "apps"
 TASK = "opscale.square"
-T = TypeVar("T")
-
-
-def wait(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll (kubectl, NATS) twice a second."""
-    return wait_until(check, timeout=timeout, what=what, interval=0.5)
 
 
 def queue_and_pool(name: str, *, workers: bool = True) -> list[dict[str, Any]]:
@@ -47,21 +38,7 @@ def queue_and_pool(name: str, *, workers: bool = True) -> list[dict[str, Any]]:
         }
     ]
     if workers:
-        objects.append(
-            {
-                "apiVersion": "celeriac.io/v1alpha1",
-                "kind": "WorkerPool",
-                "metadata": {"name": name},
-                "spec": {
-                    "queues": [name],
-                    "app": "opscale_tasks:app",
-                    "image": "celeriac-e2e:local",
-                    "replicas": 1,
-                    "terminationGracePeriodSeconds": 10,
-                    "env": [{"name": "PYTHONPATH", "value": str(APPS)}],
-                },
-            }
-        )
+        objects.append(opscale_pool(name, [name], replicas=1))
     return objects
 
 

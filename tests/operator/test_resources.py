@@ -1,4 +1,5 @@
-"""The TaskQueue/WorkerPool models: durations, validation, and the JetStream settings."""
+"""The TaskQueue/WorkerPool/TaskSchedule models: durations, validation, and the JetStream
+settings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from celeriac.protocol import jetstream
 from celeriac.protocol.kubeschema import format_duration, parse_duration
-from celeriac.protocol.resources import TaskQueueSpec, WorkerPoolSpec
+from celeriac.protocol.resources import TaskQueueSpec, TaskScheduleSpec, WorkerPoolSpec
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,79 @@ def test_autoscaling_enabled() -> None:
     assert WorkerPoolSpec.model_validate({**POOL, "autoscaling": {}}).autoscaling_enabled()
     off = {**POOL, "autoscaling": {"enabled": False}}
     assert not WorkerPoolSpec.model_validate(off).autoscaling_enabled()
+
+
+TASK = {"name": "app.tasks.send_digest"}
+EVERY_MINUTE = {"task": TASK, "cron": "* * * * *"}
+
+# (spec, where pydantic reports the error, a fragment of its message)
+SCHEDULE_INVALID: list[tuple[dict[str, Any], tuple[str, ...], str]] = [
+    ({"task": TASK}, (), "set exactly one of cron and every"),
+    ({**EVERY_MINUTE, "every": "5m"}, (), "set exactly one of cron and every"),
+    ({"task": TASK, "every": "0s"}, (), "every must be at least 1s"),
+    ({"task": TASK, "every": "0d0h"}, (), "every must be at least 1s"),
+    ({"task": TASK, "every": "500ms"}, ("every",), "String should match pattern"),
+    ({"task": TASK, "every": "1.5m"}, ("every",), "String should match pattern"),
+    ({"task": TASK, "every": "5m", "timeZone": "Europe/Berlin"}, (),
+     "timeZone applies to cron schedules only, not to every"),
+    ({"task": TASK, "cron": "61 * * * *"}, ("cron",), "the minute field takes 0-59"),
+    ({"task": TASK, "cron": "0 0 * * 7"}, ("cron",), "the day-of-week field takes 0-6"),
+    ({"task": TASK, "cron": "@every 5s"}, ("cron",), "must be 5 fields"),
+    ({**EVERY_MINUTE, "timeZone": "Local"}, (), "not Local"),
+    ({**EVERY_MINUTE, "timeZone": ""}, ("timeZone",), "at least 1 character"),
+    ({**EVERY_MINUTE, "concurrencyPolicy": "Skip"}, ("concurrencyPolicy",),
+     "'Allow', 'Forbid' or 'Replace'"),
+    ({**EVERY_MINUTE, "startingDeadline": "ten minutes"}, ("startingDeadline",),
+     "String should match pattern"),
+    ({**EVERY_MINUTE, "jitter": "-1s"}, ("jitter",), "String should match pattern"),
+    ({"cron": "* * * * *"}, ("task",), "Field required"),
+    ({**EVERY_MINUTE, "task": {"name": "send\x07digest"}}, ("task", "name"),
+     "no control characters"),
+    ({**EVERY_MINUTE, "task": {"name": ""}}, ("task", "name"), "at least 1 character"),
+    ({**EVERY_MINUTE, "task": {**TASK, "queue": "Bad Queue"}}, ("task", "queue"),
+     "String should match pattern"),
+    ({**EVERY_MINUTE, "task": {**TASK, "args": "not a list"}}, ("task", "args"),
+     "valid list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "loc", "fragment"), SCHEDULE_INVALID)
+def test_invalid_schedules_name_the_field(
+    data: dict[str, Any], loc: tuple[str, ...], fragment: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TaskScheduleSpec.model_validate(data)
+    errors = caught.value.errors()
+    assert len(errors) == 1, errors
+    assert errors[0]["loc"] == loc
+    assert fragment in errors[0]["msg"]
+
+
+def test_schedule_valid_edges_are_accepted() -> None:
+    every = TaskScheduleSpec.model_validate({"task": TASK, "every": "1s"})
+    assert (every.every, every.cron, every.time_zone) == ("1s", None, "UTC")
+    assert every.task.queue == "default"
+    assert every.concurrency_policy == "Allow"
+    assert TaskScheduleSpec.model_validate({"task": TASK, "every": "1d1h1m1s"}).every
+    # The model keeps the cron as written; the operator turns it into the server's form.
+    assert TaskScheduleSpec.model_validate({"task": TASK, "cron": "@DAILY"}).cron == "@DAILY"
+    six = TaskScheduleSpec.model_validate({"task": TASK, "cron": "*/5 0 9 * * MON-FRI"})
+    assert six.cron == "*/5 0 9 * * MON-FRI"
+    zoned = TaskScheduleSpec.model_validate({**EVERY_MINUTE, "timeZone": "Europe/Berlin"})
+    assert zoned.time_zone == "Europe/Berlin"
+    args: list[Any] = [1, "two", 3.5, None, True, [1, [2]], {"k": ["v", None]}]
+    kwargs: dict[str, Any] = {"nested": {"a": [1, {"b": {"c": None}}], "d": False}, "n": 0}
+    spec = TaskScheduleSpec.model_validate(
+        {
+            "task": {**TASK, "args": args, "kwargs": kwargs, "queue": "emails",
+                     "headers": {"tenant": "acme"}},
+            "cron": "0 2 * * *",
+            "startingDeadline": "10m",
+            "jitter": "30s",
+            "concurrencyPolicy": "Forbid",
+            "suspend": True,
+        }
+    )  # fmt: skip
+    assert (spec.task.args, spec.task.kwargs) == (args, kwargs)
+    assert (spec.task.queue, spec.task.headers) == ("emails", {"tenant": "acme"})
+    assert (spec.starting_deadline, spec.jitter, spec.suspend) == ("10m", "30s", True)

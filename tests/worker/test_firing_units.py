@@ -10,9 +10,10 @@ from typing import Any, cast
 
 import pytest
 
-from celeriac.periodic import run_window
+from celeriac.periodic import catch_up_message, define, run_window
 from celeriac.protocol.envelope import DeadLetterReason
 from celeriac.protocol.periodic import (
+    HDR_CATCH_UP,
     HDR_PERIODIC,
     HDR_SCHEDULE_NEXT,
     HDR_SCHEDULER,
@@ -23,6 +24,7 @@ from celeriac.protocol.periodic import (
 from celeriac.protocol.states import TaskState
 from celeriac.worker_runtime.decoding import Rejection, decode_periodic
 from celeriac.worker_runtime.firing import (
+    CATCH_UP_LEEWAY,
     FIRE_RETRY_DELAY,
     STALE_STARTED,
     STATE_ATTEMPTS,
@@ -384,3 +386,116 @@ async def test_a_state_change_with_nothing_to_write_writes_nothing() -> None:
     counted = ScheduleState(last_slot=T0, last_run=RUN0, runs=1)
     assert not await states.change("tick", lambda s: after_run(s, fire_at(T0)), counted, 3)
     assert states.writes == 0
+
+
+# Catch-up fires -----------------------------------------------------------------------------
+
+HOURLY = body(every=None, cron="0 0 * * * *")
+AT_16 = datetime(2026, 12, 2, 16, tzinfo=UTC)
+AT_17 = datetime(2026, 12, 2, 17, tzinfo=UTC)
+
+
+def catch_up_headers(slot: str, **more: str) -> dict[str, str]:
+    return {HDR_PERIODIC: "tick", HDR_CATCH_UP: slot, **more}
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "now", "slot"),
+    [
+        # A slot of the cron, not after now.
+        (HOURLY, catch_up_headers("2026-12-02T16:00:00Z"), T0, AT_16),
+        (HOURLY, catch_up_headers("2026-12-02T17:00:00+01:00"), T0, AT_16),
+        (HOURLY, catch_up_headers("2026-12-02T03:00:00Z"), T0, AT_16 - 13 * 3600 * S),
+        # A little ahead of our clock is taken: clocks differ.
+        (HOURLY, catch_up_headers("2026-12-02T17:00:00Z"), AT_17 - CATCH_UP_LEEWAY, AT_17),
+        (body(), catch_up_headers("2026-12-02T16:11:25Z"), T0, T0 + CATCH_UP_LEEWAY),
+        # In the schedule's zone: 03:00 in Berlin is 02:00 UTC in winter.
+        (body(every=None, cron="0 0 3 * * *", time_zone="Europe/Berlin"),
+         catch_up_headers("2026-12-02T02:00:00Z"), T0, AT_16 - 14 * 3600 * S),
+        # every has no fixed phase: any time not in the future.
+        (body(), catch_up_headers("2026-12-02T16:07:03Z"), T0, T0 - 257 * S),
+        (body(every=3600), catch_up_headers("2020-01-01T00:00:01Z"), T0,
+         datetime(2020, 1, 1, 0, 0, 1, tzinfo=UTC)),
+        # Both headers: the server's wins, whatever the other says.
+        (body(), fire_headers() | {HDR_CATCH_UP: "2026-12-02T16:00:00Z"}, T0, T0 - 5 * S),
+        (body(), fire_headers() | {HDR_CATCH_UP: "garbage"}, T0, T0 - 5 * S),
+        (HOURLY, fire_headers("2026-12-02T17:00:00Z") | {HDR_CATCH_UP: "2099-01-01T00:00:00Z"},
+         T0, AT_16),
+    ],
+)  # fmt: skip
+def test_a_catch_up_fire_stands_for_the_slot_it_names(
+    data: bytes, headers: dict[str, str], now: datetime, slot: datetime
+) -> None:
+    fire = decode_fire(data, headers, "q", now=now)
+    assert isinstance(fire, Fire), fire
+    assert fire.slot == slot
+    assert fire.run == f"tick.{slot:%Y%m%dT%H%M%SZ}"
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "fragment"),
+    [
+        # Not a slot of the cron.
+        (HOURLY, catch_up_headers("2026-12-02T15:30:00Z"),
+         "Celeriac-Catch-Up: 2026-12-02T15:30:00Z is not a slot of the schedule"),
+        (HOURLY, catch_up_headers("2026-12-02T16:00:00.5Z"), "is not a slot of the schedule"),
+        (body(every=None, cron="0 0 3 * * *", time_zone="Europe/Berlin"),
+         catch_up_headers("2026-12-02T03:00:00Z"), "is not a slot of the schedule"),
+        # In the future, beyond the leeway.
+        (HOURLY, catch_up_headers("2026-12-02T17:00:00Z"),
+         "Celeriac-Catch-Up: 2026-12-02T17:00:00Z is in the future"),
+        (body(), catch_up_headers("2026-12-02T16:11:26Z"), "is in the future"),
+        (body(), catch_up_headers("2027-01-01T00:00:00Z"), "is in the future"),
+        # Not a time.
+        (body(), catch_up_headers("yesterday"), "not an RFC 3339 time: 'yesterday'"),
+        (body(), catch_up_headers("2026-12-02T16:00:00"), "not an RFC 3339 time"),
+        (body(), catch_up_headers("2026-12-02T16:00:00Z" * 4),
+         "Celeriac-Catch-Up: not an RFC 3339 time: '2026-12-02T16:00:00Z"),
+        # Neither header.
+        (body(), {HDR_PERIODIC: "tick"}, "no Nats-Schedule-Next header (nor Celeriac-Catch-Up)"),
+        (body(), {}, "no Nats-Schedule-Next header (nor Celeriac-Catch-Up)"),
+    ],
+)  # fmt: skip
+def test_a_catch_up_fire_for_no_slot_is_rejected(
+    data: bytes, headers: dict[str, str], fragment: str
+) -> None:
+    rejection = decode_fire(data, headers, "q", now=T0)
+    assert isinstance(rejection, Rejection), rejection
+    assert rejection.reason is DeadLetterReason.MALFORMED
+    assert rejection.error.startswith("fire of schedule 'tick': ")
+    assert fragment in rejection.error
+    assert rejection.task == "w.add"
+    assert len(rejection.error) < 600
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-12-02T16:00:00"])
+def test_an_unreadable_catch_up_time_is_rejected_naming_its_header(value: str) -> None:
+    rejection = decode_fire(body(), catch_up_headers(value), "q", now=T0)
+    assert isinstance(rejection, Rejection), rejection
+    assert f"{HDR_CATCH_UP}: not an RFC 3339 time: {value!r}" in rejection.error
+
+
+def test_an_over_long_catch_up_value_is_cut_short_in_the_rejection() -> None:
+    value = "2026-12-02T16:00:00Z" + "0" * 1000
+    rejection = decode_fire(body(), catch_up_headers(value), "q", now=T0)
+    assert isinstance(rejection, Rejection), rejection
+    assert rejection.error.endswith(f"{value[:64]!r}...")
+    assert len(rejection.error) < 200
+
+
+def test_a_catch_up_fire_without_now_uses_the_clock() -> None:
+    past = decode_fire(body(), catch_up_headers("2020-01-01T00:00:00Z"), "q")
+    assert isinstance(past, Fire), past
+    future = decode_fire(body(), catch_up_headers("2999-01-01T00:00:00Z"), "q")
+    assert isinstance(future, Rejection) and "is in the future" in future.error
+
+
+def test_the_catch_up_message_decodes_as_a_fire_of_its_slot() -> None:
+    p = define(name="tick", task="w.add", queue="q", cron_text="0 * * * *", args=[1])
+    slot = AT_16
+    subject, headers, data = catch_up_message(p, slot)
+    assert subject == "celeriac.tasks.q"
+    assert is_fire(headers)
+    fire = decode_fire(data, headers, "q", now=T0)
+    assert fire == Fire(p, slot, "tick.20261202T160000Z")
+    assert headers["Nats-Msg-Id"] == f"catch-up.{fire.run}"
