@@ -26,7 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
 from celeriac import periodic, schedulestore
-from celeriac.exceptions import CeleriacError
+from celeriac.exceptions import CeleriacError, NatsRefusedError
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
 from celeriac.operator.polling import poll_until_stopped
@@ -157,7 +157,8 @@ def _trouble(exc: BaseException, memo: kopf.Memo, spec: TaskScheduleSpec) -> tup
     """Condition reason, message and retry delay for a failed attempt at the schedule."""
     if isinstance(exc, QueueMissingError):
         return "QueueMissing", str(exc), QUEUE_MISSING_DELAY
-    if isinstance(exc, CeleriacError):  # the server refused the schedule message
+    if isinstance(exc, CeleriacError) and not isinstance(exc, NatsRefusedError):
+        # The server refused the schedule message (a refused connection is below).
         return "ScheduleRefused", str(exc), 60.0
     if isinstance(exc, APIError):
         return "JetStreamRefused", f"JetStream: {exc.description} (code {exc.err_code})", 60.0

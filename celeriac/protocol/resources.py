@@ -571,7 +571,7 @@ class TaskScheduleStatus(KubeModel):
     last_schedule_time: str | None = Field(
         default=None,
         json_schema_extra={"format": "date-time"},
-        description="The slot of the latest run.",
+        description="The latest slot handled: run, or skipped by concurrencyPolicy Forbid.",
     )
     last_run: LastRun | None = None
     next_schedule_time: str | None = Field(

@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from celeriac.operator.taskschedules import definition, schedule_name, schedule_status
+from celeriac.exceptions import NatsRefusedError, ScheduleNotSupported
+from celeriac.operator.taskschedules import (
+    QueueMissingError,
+    _trouble,
+    definition,
+    schedule_name,
+    schedule_status,
+)
 from celeriac.periodic import define
 from celeriac.protocol.periodic import ConcurrencyPolicy, PeriodicTask, ScheduleState
 from celeriac.protocol.states import TaskState
@@ -205,3 +212,27 @@ def test_status_times_are_utc_whole_seconds() -> None:
     )
     assert fields["lastScheduleTime"] == "2026-12-02T16:00:00Z"
     assert fields["nextScheduleTime"] == "2026-12-02T17:00:00Z"
+
+
+class _Connections:
+    def connected(self, url: str | None = None) -> bool:
+        return True
+
+
+class _Memo:
+    nats = _Connections()
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (QueueMissingError("queue q has no stream"), "QueueMissing"),
+        (ScheduleNotSupported("stream does not allow message schedules"), "ScheduleRefused"),
+        (NatsRefusedError("NATS refused the operator: authorization violation"), "NatsRefused"),
+        (TimeoutError(), "JetStreamNotAnswering"),
+        (OSError("connection refused"), "NatsUnavailable"),
+    ],
+)
+def test_trouble_names_what_went_wrong(exc: Exception, reason: str) -> None:
+    spec, _ = definition(resource({"task": TASK, "every": "1m"}))
+    assert _trouble(exc, _Memo(), spec)[0] == reason
