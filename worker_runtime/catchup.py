@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Looks at the schedules this many times, CATCH_UP_GRACE apart, while reading them fails
+# (on a cluster JetStream may still be electing leaders just after a reconnect).
+CHECK_ATTEMPTS = 3
+
 
 class CatchUp:
     """Asks for the runs of missed slots on start and after each reconnect."""
@@ -47,18 +51,20 @@ class CatchUp:
         task.add_done_callback(self._tasks.discard)
 
     async def _later(self) -> None:
-        await asyncio.sleep(CATCH_UP_GRACE.total_seconds())
-        await self.check()
+        for _ in range(CHECK_ATTEMPTS):
+            await asyncio.sleep(CATCH_UP_GRACE.total_seconds())
+            if await self.check() is not None:
+                return
 
-    async def check(self) -> int:
-        """Ask for every missed slot's run now; how many were asked for. Never raises:
-        a failure is logged, and the next reconnect or start looks again."""
+    async def check(self) -> int | None:
+        """Ask for every missed slot's run now; how many were asked for, None when the
+        schedules could not be read. Never raises: a failure is logged."""
         js = self._broker.js
         try:
             found = await schedulestore.list_schedules(js, self._queues)
         except Exception as exc:
             log.warning("could not look for missed schedule slots: %r", exc)
-            return 0
+            return None
         asked = 0
         for info in found:
             try:

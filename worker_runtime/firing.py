@@ -6,7 +6,9 @@ works out the slot it stands for, then, under the schedule's state in the
 ``celeriac_schedules`` bucket (read-modify-write on the key's revision):
 
 - a slot not after the last one handled is a second fire of it (after a leader
-  change or a graceful restart): nothing is enqueued, nothing counted;
+  change or a graceful restart), or an older slot whose fire came back after a
+  failure once a later slot ran (missed slots collapse into the latest run):
+  nothing is enqueued, nothing counted;
 - with ``Forbid`` an unfinished previous run skips the slot; with ``Replace`` it is
   revoked and the slot runs;
 - otherwise the run is published as an ordinary task whose id is ``run_id(name,
@@ -328,8 +330,16 @@ class Fires:
         head = f"schedule {periodic.name} slot {_show(fire.slot)}"
         state, revision = await self.states.read(periodic.name)
         if already_handled(state, fire.slot):
-            last = _show(state.last_slot) if state and state.last_slot else "?"
-            return f"{head}: handled already (last slot {last}); nothing enqueued"
+            assert state is not None and state.last_slot is not None
+            last = _utc(state.last_slot)
+            if fire.slot == last:
+                return f"{head}: handled already (last slot {_show(last)}); nothing enqueued"
+            # A fire back after a failure (NAKed) or long queued, once a later slot ran:
+            # missed slots collapse into the latest run, which stands for this one too.
+            return (
+                f"{head}: handled already: older than the last slot handled ({_show(last)}), "
+                "whose run stands for it; nothing enqueued"
+            )
         blocking = await self._blocking(periodic, state)
         if blocking is not None and periodic.concurrency_policy is ConcurrencyPolicy.FORBID:
             return await self._skip(head, fire, blocking, state, revision)

@@ -20,11 +20,14 @@ from typing import Any
 import pytest
 from celeriac_devenv.nats import NatsServer
 
+from celeriac import cron, schedulestore
 from celeriac.app import Celeriac
 from celeriac.broker import Broker
+from celeriac.periodic import catch_up_message, define, latest_slot
 from celeriac.protocol import jetstream, names
 from celeriac.protocol.envelope import DeadLetterReason, ResultRecord
 from celeriac.protocol.periodic import (
+    HDR_CATCH_UP,
     HDR_PERIODIC,
     HDR_SCHEDULE_NEXT,
     HDR_SCHEDULER,
@@ -34,7 +37,7 @@ from celeriac.protocol.periodic import (
     run_id,
 )
 from celeriac.protocol.states import TaskState
-from celeriac.worker_runtime.firing import Fire, Fires
+from celeriac.worker_runtime.firing import Fire, Fires, decode_fire
 from tests.support import StartWorker, Worker, await_until, wait_dead_letters
 
 pytestmark = pytest.mark.integration
@@ -430,6 +433,125 @@ async def test_malformed_fires_are_dead_lettered_and_the_worker_goes_on(
         assert matching[0].original == data.decode()
         assert matching[0].original_headers[HDR_PERIODIC] == name
     assert await state_of(broker, name) is None
+    await wait_idle(broker, queue, worker)
+
+    result = await client.asend_task("w.add", [2, 3], queue=queue)
+    assert await result.aget(timeout=15) == 5
+    assert worker.process.alive()
+
+
+# Catch-up fires ----------------------------------------------------------------------------
+
+YEAR = 365 * 86_400
+
+
+def yearly(queue: str) -> PeriodicTask:
+    """A schedule of New Year's midnights, never published: the server fires nothing of
+    it. A run may start up to two years after its slot, so the last one may still run."""
+    return define(
+        name=new_name(),
+        task="w.add",
+        queue=queue,
+        cron_text="0 0 0 1 1 *",
+        args=[2, 3],
+        expires=2 * YEAR,
+    )
+
+
+def past_slot(periodic: PeriodicTask) -> datetime:
+    slot = latest_slot(periodic, datetime.now(UTC), None)
+    assert slot is not None
+    return slot
+
+
+async def last_seq(broker: Broker, queue: str) -> int:
+    info = await broker.js.stream_info(names.stream_name(queue))
+    return int(info.state.last_seq)
+
+
+async def test_a_catch_up_fire_runs_its_slot_once(
+    broker: Broker, client: Celeriac, start_worker: StartWorker, queue: str
+) -> None:
+    periodic = yearly(queue)
+    slot = past_slot(periodic)
+    run = run_id(periodic.name, slot)
+    await broker.ensure_queue(queue)
+    worker = start_worker(queue)
+
+    await schedulestore.request_catch_up(broker.js, periodic, slot)
+    assert await client.AsyncResult(run).aget(timeout=30) == 5
+    state = await wait_state(broker, periodic.name, lambda s: s.runs >= 1, "the slot's run")
+    assert state == ScheduleState(last_slot=slot, last_run=run, runs=1)
+    await wait_idle(broker, queue, worker)
+    before = await last_seq(broker, queue)
+
+    # Asked again: its message id names the slot, so the stream drops it.
+    await schedulestore.request_catch_up(broker.js, periodic, slot)
+    subject, headers, payload = catch_up_message(periodic, slot)
+    assert (await broker.js.publish(subject, payload, headers=headers)).duplicate
+    assert await last_seq(broker, queue) == before
+    # A copy without the message id reaches the worker, which finds the slot handled.
+    del headers["Nats-Msg-Id"]
+    await broker.js.publish(subject, payload, headers=headers)
+
+    def handled_again() -> list[str]:
+        return [line for line in fire_lines(worker, periodic.name) if "handled already" in line]
+
+    [again] = await await_until(
+        handled_again, timeout=30, what="the copy handled", alive=worker.process
+    )
+    assert f"[task {run}]" in again
+    # The server's regular fire of the slot (it carries the slot after): clients cannot
+    # publish Nats-Schedule-Next (10212), so it goes to the worker's code directly.
+    following = cron.next_fire(periodic.cron, None, periodic.time_zone, slot)
+    regular = {
+        HDR_PERIODIC: periodic.name,
+        HDR_SCHEDULER: periodic.subject,
+        HDR_SCHEDULE_NEXT: rfc3339(following),
+    }
+    fire = decode_fire(periodic.dumps(), regular, queue)
+    assert fire == Fire(periodic, slot, run)
+    assert "handled already" in await Fires(broker, random.Random(1)).fire(fire)
+    await wait_idle(broker, queue, worker)
+
+    assert await last_seq(broker, queue) == before + 1  # the copy; no second run
+    assert await state_of(broker, periodic.name) == state
+    runs = await runs_of(broker, periodic.name)
+    assert list(runs) == [slot]
+    assert runs[slot].state is TaskState.SUCCESS and runs[slot].result == 5
+    lines = fire_lines(worker, periodic.name)
+    assert len(lines) == 2 and " -> task " in lines[0], lines
+    ran = [line for line in worker.log().splitlines() if f"[task {run}]" in line]
+    assert len([line for line in ran if "running w.add" in line]) == 1
+
+
+async def test_a_catch_up_fire_for_no_slot_or_a_future_one_is_dead_lettered(
+    broker: Broker, client: Celeriac, start_worker: StartWorker, queue: str
+) -> None:
+    periodic = yearly(queue)
+    slot = past_slot(periodic)
+    cases = {
+        slot + 3600 * SECOND: "is not a slot of the schedule",
+        # A slot of the schedule, but one still to come.
+        cron.next_fire(periodic.cron, None, periodic.time_zone, datetime.now(UTC)): "future",
+    }
+    await broker.ensure_queue(queue)
+    worker = start_worker(queue)
+    for moment in cases:
+        await schedulestore.request_catch_up(broker.js, periodic, moment)
+
+    letters = await wait_dead_letters(broker, queue, len(cases))
+    assert len(letters) == len(cases)
+    assert all(letter.reason is DeadLetterReason.MALFORMED for letter in letters)
+    for moment, fragment in cases.items():
+        at = moment.isoformat().replace("+00:00", "Z")
+        matching = [letter for letter in letters if fragment in letter.error]
+        assert len(matching) == 1, (fragment, [letter.error for letter in letters])
+        assert f"{HDR_CATCH_UP}: {at} " in matching[0].error
+        assert matching[0].original == periodic.dumps().decode()
+        assert matching[0].original_headers[HDR_CATCH_UP] == at
+    assert await state_of(broker, periodic.name) is None
+    assert await runs_of(broker, periodic.name) == {}
     await wait_idle(broker, queue, worker)
 
     result = await client.asend_task("w.add", [2, 3], queue=queue)
