@@ -300,7 +300,8 @@ def missed_slot(
     # A time without a zone is UTC, as the workers read it.
     last = _utc(state.last_slot) if state is not None and state.last_slot else None
     stored_at = _utc(stored_at) if stored_at is not None else None
-    slot = latest_slot(p, _utc(now) - grace, last)
+    now = _utc(now)
+    slot = latest_slot(p, now - grace, last)
     if slot is None or (last is not None and slot <= last):
         return None
     if stored_at is not None and slot < stored_at:

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from nats.js import JetStreamContext
-
 from celeriac import schedulestore
 from celeriac.periodic import CATCH_UP_GRACE, missed_slot
 
 if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
     from celeriac.broker import Broker
 
 log = logging.getLogger(__name__)
