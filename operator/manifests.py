@@ -12,6 +12,7 @@ from typing import Any
 from celeriac.natsauth import AUTH_DIR_ENV
 from celeriac.protocol.podfields import quantity_text
 from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
+from celeriac.protocol.workers import WORKER_NAME_ENV
 
 POOL_LABEL = "celeriac.io/pool"
 MANAGED_BY = "celeriac-operator"
@@ -107,9 +108,9 @@ def worker_env(spec: WorkerPoolSpec, nats_url: str) -> list[dict[str, Any]]:
         # The operator owns the queues: workers must not declare them with defaults.
         "CELERIAC_DECLARE_QUEUES": {"name": "CELERIAC_DECLARE_QUEUES", "value": "0"},
         "CELERIAC_HEALTH_PORT": {"name": "CELERIAC_HEALTH_PORT", "value": str(HEALTH_PORT)},
-        # Workers name themselves after their pod, so logs and metrics say which one.
-        "CELERIAC_WORKER_NAME": {
-            "name": "CELERIAC_WORKER_NAME",
+        # Workers name themselves after their pod: in logs and in the workers bucket.
+        WORKER_NAME_ENV: {
+            "name": WORKER_NAME_ENV,
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
         },
     }

@@ -92,6 +92,15 @@ class WorkerMetrics(Collector):
             series = self._series[key] = TaskMetrics()
         return series
 
+    def totals(self) -> tuple[int, int, int]:
+        """Tasks succeeded, failed for good and retried, over every queue and task."""
+        series = list(self._series.values())
+        return (
+            sum(m.succeeded.value for m in series),
+            sum(m.failed.value for m in series),
+            sum(m.retried.value for m in series),
+        )
+
     def count_in_flight(self, held: Callable[[], int]) -> None:
         """Report ``held()`` as the messages the worker holds now."""
         self._in_flight = held

@@ -16,9 +16,12 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac import __version__
 from celeriac.exceptions import CeleriacError, NatsRefusedError
+from celeriac.protocol.workers import WORKER_NAME_ENV, WorkerRecord
 from celeriac.worker_runtime.catchup import CatchUp
 from celeriac.worker_runtime.consuming import QueueConsumer
 from celeriac.worker_runtime.delivery import Delivery
@@ -30,6 +33,7 @@ from celeriac.worker_runtime.heartbeats import Heartbeats
 from celeriac.worker_runtime.metrics import WorkerMetrics
 from celeriac.worker_runtime.options import PoolKind, WorkerOptions
 from celeriac.worker_runtime.processes import ProcessPool
+from celeriac.worker_runtime.registry import Registry
 from celeriac.worker_runtime.revoked import RevokedMirror
 from celeriac.worker_runtime.slots import SlotPool
 from celeriac.worker_runtime.threads import ThreadPool
@@ -88,7 +92,9 @@ class Worker:
         self.app = app
         self.options = options
         self.queues = options.queues or (app.default_queue,)
-        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        # The pod's name under Kubernetes (the operator sets it), else host and process.
+        self.name = os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+        self._started = datetime.now(UTC)
         self.metrics = WorkerMetrics()
         self.stopping = asyncio.Event()
         self.forced = asyncio.Event()
@@ -101,6 +107,7 @@ class Worker:
         self._revoked: RevokedMirror | None = None
         self._exhausted: ExhaustedDeliveries | None = None
         self._catch_up: CatchUp | None = None
+        self._registry: Registry | None = None
         self._consumers: list[QueueConsumer] = []
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self.metrics.count_in_flight(lambda: len(self._running))
@@ -109,6 +116,26 @@ class Worker:
         self._heartbeats = Heartbeats(self._running.values)
         self._disconnected_since: float | None = None
         self._not_connected = "starting"  # why there is no connection yet, for /readyz
+
+    def record(self) -> WorkerRecord:
+        """What this worker says of itself in the workers bucket."""
+        succeeded, failed, retried = self.metrics.totals()
+        return WorkerRecord(
+            name=self.name,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            queues=list(self.queues),
+            pool=self.options.pool.value,
+            concurrency=self.options.concurrency,
+            running=len(self._running),
+            succeeded=succeeded,
+            failed=failed,
+            retried=retried,
+            state="draining" if self.draining else "running",
+            started=self._started,
+            seen=datetime.now(UTC),
+        )
 
     # Probes -------------------------------------------------------------------------------
 
@@ -166,10 +193,14 @@ class Worker:
             consumers = [asyncio.create_task(c.run()) for c in self._make_consumers(broker)]
             self._catch_up = CatchUp(broker, self.queues)
             self._catch_up.soon()
+            self._registry = Registry(broker, self.name, self.record)
+            await self._registry.start()
             await self.stopping.wait()
             return await self._drain(consumers)
         finally:
             await self._heartbeats.stop()
+            if self._registry is not None:
+                await self._registry.stop()
             if self._catch_up is not None:
                 await self._catch_up.stop()
             if self._exhausted is not None:
@@ -268,6 +299,8 @@ class Worker:
         slot.free()  # when no attempt ran, or the handler was cancelled
 
     async def _drain(self, consumers: list[asyncio.Task[None]]) -> int:
+        if self._registry is not None:
+            await self._registry.beat()  # now draining
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.drain_timeout
         forced = asyncio.ensure_future(self.forced.wait())

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from celeriac.protocol import names
+from celeriac.protocol.workers import WORKERS_TTL_SECONDS
 
 # Deliveries of one message before JetStream stops (a consumer's max_deliver).
 DEFAULT_MAX_DELIVERIES = 100
@@ -101,6 +102,7 @@ def shared_bucket_configs(replicas: int = 1) -> list[dict[str, Any]]:
         names.REVOKED_BUCKET: REVOKED_TTL_SECONDS,
         names.CHORDS_BUCKET: CHORDS_TTL_SECONDS,
         names.SCHEDULES_BUCKET: SCHEDULES_TTL_SECONDS,
+        names.WORKERS_BUCKET: WORKERS_TTL_SECONDS,
     }
     return [
         {"bucket": bucket, "ttl": ttl, "history": 1, "replicas": replicas}

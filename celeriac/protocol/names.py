@@ -32,6 +32,7 @@ RESULTS_BUCKET = "celeriac_results"
 REVOKED_BUCKET = "celeriac_revoked"
 CHORDS_BUCKET = "celeriac_chords"
 SCHEDULES_BUCKET = "celeriac_schedules"
+WORKERS_BUCKET = "celeriac_workers"
 
 # Headers. Nats-* are interpreted by the server; Celeriac-* by Celeriac.
 HDR_MSG_ID = "Nats-Msg-Id"
