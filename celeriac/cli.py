@@ -30,6 +30,14 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("celeriac.operator.cli", "operator", "run the Kubernetes operator"),
 }
 SCHEDULE_HELP = "manage periodic tasks: sync, list, trigger, suspend, resume, delete"
+# Admin commands (celeriac.admin, the 'cli' extra): command -> help.
+ADMIN_COMMANDS: dict[str, str] = {
+    "status": "queues (waiting, in flight, rate, dead letters) and live workers",
+    "inspect": "look at live workers",
+    "result": "a task's state, result or traceback",
+    "revoke": "revoke a task",
+    "purge": "drop the tasks waiting in a queue",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,20 +52,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, _, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     sub.add_parser("schedule", help=SCHEDULE_HELP, add_help=False)
+    for name, help_text in ADMIN_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     if args and args[0] == "schedule":
         return schedule_main(args[1:])
+    if args and args[0] in ADMIN_COMMANDS:
+        return _component(args[0], "cli", "celeriac.admin", args)
     if not args or args[0] not in SUBCOMMANDS:
         parser.parse_args(args)
         parser.print_help()
         return 2
     module_name, extra, _ = SUBCOMMANDS[args[0]]
+    return _component(args[0], extra, module_name, args[1:])
+
+
+def _component(command: str, extra: str, module_name: str, argv: list[str]) -> int:
+    """Run ``module_name``'s ``main(argv)`` if ``extra`` is installed."""
     try:
-        require(extra, f"celeriac {args[0]}")
+        require(extra, f"celeriac {command}")
     except MissingExtraError as exc:
         print(f"celeriac: {exc}", file=sys.stderr)
         return 1
     entry: Callable[[list[str]], int] = importlib.import_module(module_name).main
-    return entry(args[1:])
+    return entry(argv)
 
 
 # celeriac schedule -----------------------------------------------------------------------------

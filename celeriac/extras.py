@@ -14,6 +14,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "worker": ("aiohttp", "prometheus_client"),
     "operator": ("kopf", "kubernetes", "aiohttp", "prometheus_client", "yaml"),
+    "cli": ("click", "rich"),
 }
 
 

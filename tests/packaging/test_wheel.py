@@ -80,7 +80,7 @@ def test_wheel_holds_the_sdk_worker_and_operator_but_not_the_local_environment(
     requires = metadata.get_all("Requires-Dist") or []
     base = sorted(r.split(">")[0] for r in requires if "extra ==" not in r)
     assert base == ["cronsim", "nats-py", "pydantic"]
-    assert set(metadata.get_all("Provides-Extra") or []) >= {"worker", "operator"}
+    assert set(metadata.get_all("Provides-Extra") or []) >= {"worker", "operator", "cli"}
 
 
 def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) -> None:
@@ -101,6 +101,8 @@ def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) ->
         (["-m", "celeriac", "worker", "-A", "x"], "worker"),
         (["-m", "celeriac.operator"], "operator"),
         (["-m", "celeriac", "operator"], "operator"),
+        (["-m", "celeriac", "status"], "cli"),
+        (["-m", "celeriac", "inspect", "workers"], "cli"),
     ],
 )
 def test_worker_and_operator_name_their_extra(venv: Path, argv: list[str], extra: str) -> None:
