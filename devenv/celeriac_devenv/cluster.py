@@ -187,6 +187,8 @@ class _Launcher:
     logs: Path
     tie: bool
     timeout: float
+    # The running controller-manager and the certificates to start another.
+    cm: tuple[ManagedProcess, pki.Pki] = field(init=False)
 
     def _spawn(self, name: str, argv: list[str], **kw: Any) -> ManagedProcess:
         proc = spawn(name, argv, log_dir=self.logs, tie_to_parent=self.tie, **kw)
@@ -258,13 +260,30 @@ class _Launcher:
 
     def controllers(self, certs: pki.Pki) -> None:
         env = self.env
-        cm_config = kubeconfig.write(
+        kubeconfig.write(
             env.workdir / "controller-manager.kubeconfig", env.server, certs, pki.CONTROLLER_MANAGER
         )
         sched_config = kubeconfig.write(
             env.workdir / "scheduler.kubeconfig", env.server, certs, pki.SCHEDULER
         )
+        self.controller_manager(certs)
         self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bins["kube-scheduler"]),
+                "--kubeconfig", str(sched_config),
+                "--authentication-kubeconfig", str(sched_config),
+                "--authorization-kubeconfig", str(sched_config),
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(free_port()),
+                "--leader-elect=false",
+            ],
+        )  # fmt: skip
+
+    def controller_manager(self, certs: pki.Pki) -> ManagedProcess:
+        env = self.env
+        cm_config = env.workdir / "controller-manager.kubeconfig"
+        proc = self._spawn(
             "kube-controller-manager",
             [
                 str(self.bins["kube-controller-manager"]),
@@ -284,18 +303,8 @@ class _Launcher:
                 "--concurrent-replicaset-syncs", "10",
             ],
         )  # fmt: skip
-        self._spawn(
-            "kube-scheduler",
-            [
-                str(self.bins["kube-scheduler"]),
-                "--kubeconfig", str(sched_config),
-                "--authentication-kubeconfig", str(sched_config),
-                "--authorization-kubeconfig", str(sched_config),
-                "--bind-address", "127.0.0.1",
-                "--secure-port", str(free_port()),
-                "--leader-elect=false",
-            ],
-        )  # fmt: skip
+        self.cm = (proc, certs)
+        return proc
 
     def nodes(self, count: int) -> None:
         env = self.env
@@ -323,10 +332,40 @@ class _Launcher:
             timeout=self.timeout,
             what=f"{count} kwok node(s) Ready",
         )
+        self.default_service_account()
+
+    def default_service_account(self) -> None:
+        """Wait for the controller-manager to create the default ServiceAccount.
+
+        A controller-manager that is up but has not made it within a third of the
+        timeout is restarted once (on a loaded machine a start can stall), and one
+        that exits is reported with its log.
+        """
+        env = self.env
+
+        def exists() -> bool:
+            return env.kubectl("get", "serviceaccount", "default", check=False).returncode == 0
+
+        proc, certs = self.cm
+        try:
+            wait_until(
+                exists, timeout=self.timeout / 3, what="the default ServiceAccount",
+                interval=0.5, alive=proc,
+            )  # fmt: skip
+            return
+        except DevenvError as stalled:
+            print(
+                f"celeriac-devenv: restarting kube-controller-manager: {stalled}", file=sys.stderr
+            )
+        proc.stop()
+        self.env.processes.remove(proc)
+        proc = self.controller_manager(certs)
         wait_until(
-            lambda: env.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+            exists,
             timeout=self.timeout,
             what="the default ServiceAccount",
+            interval=0.5,
+            alive=proc,
         )
 
     def pod_runner(self) -> None:

@@ -133,12 +133,14 @@ def wait_until(
     timeout: float,
     what: str,
     interval: float = 0.05,
-    alive: ManagedProcess | None = None,
+    alive: ManagedProcess | Sequence[ManagedProcess] | None = None,
 ) -> T:
     """Poll ``check`` until it returns something truthy; raise naming ``what`` on timeout.
 
-    When ``alive`` is given and that process exits, fail at once with its log.
+    When ``alive`` is given and one of those processes exits, fail at once with its log;
+    on timeout the message carries their logs too.
     """
+    watched = [alive] if isinstance(alive, ManagedProcess) else list(alive or [])
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -148,10 +150,13 @@ def wait_until(
                 return result
         except Exception as exc:  # the condition may fail until the server is up
             last_error = exc
-        if alive is not None and not alive.alive():
-            raise DevenvError(f"{alive.name} exited while waiting for {what}:\n{alive.log_tail()}")
+        for proc in watched:
+            if not proc.alive():
+                raise DevenvError(
+                    f"{proc.name} exited while waiting for {what}:\n{proc.log_tail()}"
+                )
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error})" if last_error else ""
-            log = f"\n{alive.name} log:\n{alive.log_tail()}" if alive else ""
-            raise DevenvError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{log}")
+            logs = "".join(f"\n{proc.name} log:\n{proc.log_tail()}" for proc in watched)
+            raise DevenvError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{logs}")
         time.sleep(interval)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from celeriac_devenv.nats import NatsServer
+from nats.js.errors import KeyNotFoundError
 
 from celeriac import cron, schedulestore
 from celeriac.app import Celeriac
@@ -136,19 +137,24 @@ async def wait_idle(broker: Broker, queue: str, worker: Worker) -> None:
 
 
 async def runs_of(broker: Broker, name: str) -> dict[datetime, ResultRecord]:
-    """The result records of schedule ``name``'s runs, by slot."""
+    """The result records of schedule ``name``'s runs, by slot.
+
+    Read from the stream's subject list and direct gets, so no consumer of the
+    bucket (which can start empty-handed just after a server restart) is involved.
+    """
     kv = await broker.results.kv()
-    watcher = await kv.watch(f"{name}.*")
+    prefix = f"$KV.{names.RESULTS_BUCKET}."
+    info = await broker.js.stream_info(f"KV_{names.RESULTS_BUCKET}", f"{prefix}{name}.*")
     found: dict[datetime, ResultRecord] = {}
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value and entry.operation is None:
-                slot = datetime.strptime(entry.key.split(".")[-1], "%Y%m%dT%H%M%SZ")
-                found[slot.replace(tzinfo=UTC)] = ResultRecord.model_validate_json(entry.value)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    for subject in info.state.subjects or {}:
+        key = subject.removeprefix(prefix)
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue  # expired or deleted since it was listed
+        if entry.value:
+            slot = datetime.strptime(key.split(".")[-1], "%Y%m%dT%H%M%SZ")
+            found[slot.replace(tzinfo=UTC)] = ResultRecord.model_validate_json(entry.value)
     return dict(sorted(found.items()))
 
 
