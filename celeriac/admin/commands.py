@@ -1,0 +1,123 @@
+"""The first admin commands: status, inspect workers, result, revoke, purge."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from celeriac import inspection
+from celeriac.admin.terminal import OUTPUT, URL, ago, print_json, run, table
+from celeriac.broker import Broker
+from celeriac.protocol.envelope import ResultRecord
+
+
+@click.command()
+@URL
+@OUTPUT
+@click.option("-Q", "--queue", "queues", multiple=True, help="only these queues")
+@click.option("--sample", default=1.0, show_default=True, help="seconds to measure rates over")
+def status(nats_url: str | None, output: str, queues: tuple[str, ...], sample: float) -> None:
+    """Queues (waiting, in flight, rate, dead letters) and live workers."""
+
+    async def read(broker: Broker) -> tuple[list[inspection.QueueStatus], list[Any]]:
+        chosen = list(queues) or None
+        found = await inspection.queues_status(broker.js, chosen, sample=max(0.0, sample))
+        return found, await inspection.live_workers(broker.js)
+
+    found, workers = run(nats_url, read)
+    if output == "json":
+        print_json({"queues": [q.as_json() for q in found],
+                     "workers": [w.model_dump(mode="json") for w in workers]})  # fmt: skip
+        return
+    rows = [
+        [q.queue, str(q.waiting), str(q.in_flight), str(q.delayed), str(q.dead_letters),
+         "-" if q.rate is None else f"{q.rate:.1f}/s"]
+        for q in found
+    ]  # fmt: skip
+    table("Queues", ["queue", "waiting", "in flight", "delayed", "dead letters", "rate"], rows)
+    _workers_table(workers)
+
+
+def _workers_table(workers: list[Any]) -> None:
+    rows = [
+        [w.name, ",".join(w.queues), f"{w.pool} x{w.concurrency}", str(w.running),
+         str(w.succeeded), str(w.failed), w.state, ago(w.started), ago(w.seen)]
+        for w in workers
+    ]  # fmt: skip
+    columns = ["worker", "queues", "pool", "running", "succeeded", "failed", "state", "up",
+               "seen"]  # fmt: skip
+    table(f"Workers ({len(workers)})", columns, rows)
+
+
+@click.group()
+def inspect() -> None:
+    """Look at live workers."""
+
+
+@inspect.command("workers")
+@URL
+@OUTPUT
+def inspect_workers(nats_url: str | None, output: str) -> None:
+    """The workers alive now (from the workers bucket)."""
+    workers = run(nats_url, lambda broker: inspection.live_workers(broker.js))
+    if output == "json":
+        print_json([w.model_dump(mode="json") for w in workers])
+    else:
+        _workers_table(workers)
+
+
+@click.command()
+@URL
+@OUTPUT
+@click.argument("task_id")
+def result(nats_url: str | None, output: str, task_id: str) -> None:
+    """A task's state, result or error, traceback, retries and worker."""
+    record: ResultRecord | None = run(
+        nats_url, lambda broker: inspection.task_result(broker.js, task_id)
+    )
+    if output == "json":
+        print_json({"id": task_id, **(record.model_dump(mode="json") if record else
+                                      {"state": "PENDING"})})  # fmt: skip
+        return
+    if record is None:
+        click.echo(f"{task_id}: PENDING (nothing stored: waiting, unknown, or expired)")
+        return
+    click.echo(f"{task_id}: {record.state.value}")
+    details = {
+        "task": record.task, "worker": record.worker, "retries": record.retries,
+        "done": record.date_done, "result": None if record.error else record.result,
+        "error": record.error,
+    }  # fmt: skip
+    for key, value in details.items():
+        if value not in (None, ""):
+            click.echo(f"  {key}: {json.dumps(value, default=str) if key == 'result' else value}")
+    if record.traceback:
+        click.echo(record.traceback.rstrip())
+
+
+@click.command()
+@URL
+@click.argument("task_id")
+@click.option("--reason", default="revoked from the command line", show_default=True)
+def revoke(nats_url: str | None, task_id: str, reason: str) -> None:
+    """Revoke a task: workers skip it from now on."""
+
+    async def go(broker: Broker) -> None:
+        await broker.revocations.revoke(task_id, reason)
+
+    run(nats_url, go)
+    click.echo(f"revoked {task_id}: {reason}")
+
+
+@click.command()
+@URL
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="do not ask")
+def purge(nats_url: str | None, queue: str, yes: bool) -> None:
+    """Drop every task waiting in QUEUE (delayed tasks and schedules stay)."""
+    if not yes:
+        click.confirm(f"Drop every task waiting in queue {queue!r}?", abort=True)
+    dropped = run(nats_url, lambda broker: inspection.purge_queue(broker.js, queue))
+    click.echo(f"purged {dropped} task(s) from queue {queue}")
