@@ -19,6 +19,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
+from celeriac import tracing
 from celeriac.connection import Connection, abandon, close_disconnected, describe
 from celeriac.declaring import Declarer, QueueInfo
 from celeriac.exceptions import (
@@ -175,6 +176,10 @@ class Broker:
 
     async def _send(self, item: Delayed, info: QueueInfo) -> None:
         pub = _publication(item, info)
+        with tracing.sending(item.message, pub):
+            await self._publish(pub)
+
+    async def _publish(self, pub: Publication) -> None:
         waits = _leaderless_waits()
         while True:
             try:
@@ -205,10 +210,12 @@ class Broker:
             if queue not in infos:
                 infos[queue] = await self._queue_info(queue, ids)
         pubs = [_publication(item, infos[item.message.queue]) for item in items]
-        try:
-            errors = await self._publish_pipelined(pubs)
-        except NatsError as exc:  # the connection failed midway: any of them may be stored
-            raise self._publish_error(dict.fromkeys(ids, exc), total=len(ids)) from exc
+        with tracing.sending_many(items, pubs) as report:
+            try:
+                errors = await self._publish_pipelined(pubs)
+            except NatsError as exc:  # the connection failed midway: any of them may be stored
+                raise self._publish_error(dict.fromkeys(ids, exc), total=len(ids)) from exc
+            report(errors)
         failed = {items[index].message.id: errors[index] for index in sorted(errors)}
         if failed:
             raise self._publish_error(failed, total=len(items))

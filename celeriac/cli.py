@@ -28,15 +28,18 @@ if TYPE_CHECKING:
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("celeriac.worker_runtime.cli", "worker", "run a worker that consumes queues"),
     "operator": ("celeriac.operator.cli", "operator", "run the Kubernetes operator"),
+    "dashboard": ("celeriac.dashboard", "dashboard", "serve a live web dashboard"),
 }
 SCHEDULE_HELP = "manage periodic tasks: sync, list, trigger, suspend, resume, delete"
 # Admin commands (celeriac.admin, the 'cli' extra): command -> help.
 ADMIN_COMMANDS: dict[str, str] = {
     "status": "queues (waiting, in flight, rate, dead letters) and live workers",
-    "inspect": "look at live workers",
+    "inspect": "look at live workers, the tasks they run and have registered",
     "result": "a task's state, result or traceback",
     "revoke": "revoke a task",
     "purge": "drop the tasks waiting in a queue",
+    "events": "follow task events live (workers run with --events)",
+    "dlq": "list, show, replay and purge dead letters",
 }
 
 

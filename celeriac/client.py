@@ -8,6 +8,7 @@ nothing of tasks: the app registers those, results and canvas only need a client
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -57,6 +58,8 @@ class Client:
                 del self._brokers[old]  # a finished loop's connection died with it
             future = self._brokers.get(loop)
             if future is None or _failed(future):
+                # In a context of its own: the connection's background tasks start here
+                # and must not keep the first caller's context (its trace span, say).
                 future = loop.create_task(
                     Broker.connect(
                         self.nats_url,
@@ -64,7 +67,8 @@ class Client:
                         result_ttl=self.result_ttl,
                         auth=self.auth,
                         connect_timeout=self.connect_timeout,
-                    )
+                    ),
+                    context=contextvars.Context(),
                 )
                 self._brokers[loop] = future
         try:

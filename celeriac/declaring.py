@@ -74,6 +74,25 @@ class Declarer:
             # Another process created it first (with its own settings): use what exists.
             return await self._js.stream_info(str(config["name"]))
 
+    async def events_stream(self) -> bool:
+        """Make sure the task events stream exists; True when this call created it.
+
+        Declaring, it is created with the default limits; otherwise a missing stream
+        raises ``NotFoundError`` (the operator creates it with the install's limits).
+        """
+        try:
+            await self._js.stream_info(names.EVENTS_STREAM)
+            return False
+        except NotFoundError:
+            if not self._declare:
+                raise
+        config = jetstream.events_stream_config(jetstream.EventsSettings())
+        try:
+            await self._js.add_stream(StreamConfig(**config))
+        except BadRequestError:
+            return False  # created concurrently by someone else
+        return True
+
     async def bucket(self, name: str, *, ttl: float) -> KeyValue:
         """Open the KV bucket ``name``, creating it with ``ttl`` (seconds, 0 = keep) if allowed."""
         try:

@@ -15,6 +15,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "worker": ("aiohttp", "prometheus_client"),
     "operator": ("kopf", "kubernetes", "aiohttp", "prometheus_client", "yaml"),
     "cli": ("click", "rich"),
+    "dashboard": ("starlette", "uvicorn"),
+    # Optional at run time: without it, tracing is off (celeriac.tracing).
+    "otel": ("opentelemetry",),
 }
 
 

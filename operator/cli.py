@@ -22,18 +22,25 @@ import kopf
 from aiohttp import web
 
 from celeriac.exceptions import CeleriacError
+from celeriac.logformat import LOG_FORMAT_ENV, LOG_FORMATS
 from celeriac.natsauth import NatsAuth
 from celeriac.operator import handlers
 from celeriac.operator.config import (
     BUCKET_REPLICAS_ENV,
+    EVENTS_MAX_AGE_ENV,
+    EVENTS_MAX_BYTES_ENV,
     NATS_AUTH_DIR_ENV,
     NATS_CREDS_ENV,
     NATS_URL_ENV,
     WORKER_NATS_URL_ENV,
     OperatorConfig,
+    events_max_age,
+    parse_size,
 )
 from celeriac.operator.kube import api_client
 from celeriac.operator.leadership import LeaseElector
+from celeriac.operator.logs import configure_logging, log_format_from_env
+from celeriac.operator.metrics import CONTENT_TYPE, OperatorMetrics
 from celeriac.protocol.names import display_url
 
 log = logging.getLogger("celeriac.operator")
@@ -44,6 +51,20 @@ def _replicas(text: str) -> int:
     if not 1 <= value <= 5:
         raise argparse.ArgumentTypeError(f"must be 1 to 5, not {value}")
     return value
+
+
+def _age(text: str) -> float:
+    try:
+        return events_max_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _nats_auth(directory: Path | None, creds: Path | None) -> NatsAuth:
@@ -90,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: ${BUCKET_REPLICAS_ENV} or 1); set 3 on a NATS cluster",
     )
     add(
+        "--events-max-age",
+        type=_age,
+        default=env.get(EVENTS_MAX_AGE_ENV) or "1h",
+        help="how long the task events stream keeps an event, e.g. 30m, 6h "
+        f"(default: ${EVENTS_MAX_AGE_ENV} or 1h)",
+    )
+    add(
+        "--events-max-bytes",
+        type=_size,
+        default=env.get(EVENTS_MAX_BYTES_ENV) or "256MiB",
+        help="size limit of the task events stream, e.g. 64MiB, 1GiB; the oldest events "
+        f"go first (default: ${EVENTS_MAX_BYTES_ENV} or 256MiB)",
+    )
+    add(
         "--kubeconfig",
         type=Path,
         default=None,
@@ -107,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness-port",
         type=int,
         default=int(env.get("CELERIAC_LIVENESS_PORT", "8081")),
-        help="port of GET /healthz (0: off; default 8081)",
+        help="port of GET /healthz and GET /metrics (0: off; default 8081)",
     )
     add("--lease-name", default="celeriac-operator", help="Lease used for leader election")
     add(
@@ -122,19 +157,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--verbose", action="store_true", help="log more")
     add("--debug", action="store_true", help="log everything")
+    add(
+        "--log-format",
+        choices=LOG_FORMATS,
+        type=str.lower,
+        default=None,
+        help=f"log lines as text or json, one object a line (default: ${LOG_FORMAT_ENV} or "
+        "text); worker pools get the same unless their env sets it",
+    )
     return parser  # fmt: skip
 
 
 class Liveness:
-    """GET /healthz answers 200 while the event loop runs; says leader or standby."""
+    """GET /healthz answers 200 while the event loop runs; says leader or standby.
 
-    def __init__(self, port: int) -> None:
+    GET /metrics on the same port serves the operator's Prometheus metrics (a
+    standby has counted nothing: only the leader reconciles).
+    """
+
+    def __init__(self, port: int, metrics: OperatorMetrics | None = None) -> None:
         self.port = port
         self.role = "standby"
+        self.metrics = metrics or OperatorMetrics()
         self._runner: web.AppRunner | None = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text=f"ok {self.role}\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self) -> None:
         """Listen on all interfaces (kubelet probes come from outside the pod)."""
@@ -142,6 +193,7 @@ class Liveness:
             return
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "0.0.0.0", self.port).start()
@@ -175,7 +227,7 @@ async def run(args: argparse.Namespace, config: OperatorConfig) -> int:
         holding = asyncio.create_task(elector.hold(stop)) if elector else None
         try:
             await kopf.operator(
-                memo=kopf.Memo(config=config),
+                memo=kopf.Memo(config=config, metrics=liveness.metrics),
                 standalone=True,
                 clusterwide=not args.namespaces,
                 namespaces=args.namespaces,
@@ -193,8 +245,13 @@ async def run(args: argparse.Namespace, config: OperatorConfig) -> int:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``celeriac operator``."""
-    args = build_parser().parse_args(list(argv))
-    kopf.configure(verbose=args.verbose, debug=args.debug)
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    try:
+        log_format = args.log_format or log_format_from_env(os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure_logging(log_format, verbose=args.verbose, debug=args.debug)
     if args.kubeconfig is not None:
         # kopf's own login reads $KUBECONFIG; point it at the same file.
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
@@ -204,7 +261,10 @@ def main(argv: Sequence[str]) -> int:
             nats_auth=_nats_auth(args.nats_auth_dir, args.nats_creds),
             worker_nats_url=args.worker_nats_url,
             kubeconfig=args.kubeconfig,
+            log_format=log_format,
             bucket_replicas=args.bucket_replicas,
+            events_max_age=args.events_max_age,
+            events_max_bytes=args.events_max_bytes,
         )
     except CeleriacError as exc:
         log.error("%s", exc)

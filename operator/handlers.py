@@ -16,6 +16,7 @@ from celeriac.operator import login, taskqueues, taskschedules, workerpools
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Deployments, Events, StatusWriter, api_client, api_executor
+from celeriac.operator.metrics import OperatorMetrics
 from celeriac.protocol.resources import GROUP
 
 # Importing the handler modules registers their handlers with kopf.
@@ -49,6 +50,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.deployments = Deployments(api)
     memo.events = Events(api)
     memo.status_writer = StatusWriter(api)
+    # `celeriac operator` brings its own (it serves /metrics); `kopf run` counts unseen.
+    memo.metrics = memo.get("metrics") or OperatorMetrics()
 
 
 @kopf.on.cleanup()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from celeriac.logformat import DEFAULT_LOG_FORMAT, LOG_FORMAT_ENV
 from celeriac.natsauth import AUTH_DIR_ENV
 from celeriac.protocol.podfields import quantity_text
 from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
@@ -86,7 +87,8 @@ def drain_timeout(grace_seconds: int) -> float:
 
 
 def worker_command(spec: WorkerPoolSpec) -> list[str]:
-    """``celeriac worker`` with the pool's app, queues, concurrency, pool kind and drain."""
+    """``celeriac worker`` with the pool's app, queues, concurrency, pool kind, drain and
+    whether it publishes task events."""
     return [
         "celeriac", "worker",
         "-A", spec.app,
@@ -94,6 +96,7 @@ def worker_command(spec: WorkerPoolSpec) -> list[str]:
         "-c", str(spec.concurrency),
         "--pool", spec.pool,
         "--drain-timeout", f"{drain_timeout(spec.termination_grace_period_seconds):g}",
+        *(["--events"] if spec.events else []),
     ]  # fmt: skip
 
 
@@ -101,8 +104,14 @@ def _env_var(var: EnvVar) -> dict[str, Any]:
     return var.model_dump(by_alias=True, exclude_none=True)
 
 
-def worker_env(spec: WorkerPoolSpec, nats_url: str) -> list[dict[str, Any]]:
-    """Celeriac's variables, then the user's (a user variable of the same name wins)."""
+def worker_env(
+    spec: WorkerPoolSpec, nats_url: str, log_format: str = DEFAULT_LOG_FORMAT
+) -> list[dict[str, Any]]:
+    """Celeriac's variables, then the user's (a user variable of the same name wins).
+
+    The workers log in the operator's ``log_format``; the default (text) is left
+    unset, so pods of a text-logging operator keep their template as it was.
+    """
     ours: dict[str, dict[str, Any]] = {
         "CELERIAC_NATS_URL": {"name": "CELERIAC_NATS_URL", "value": nats_url},
         # The operator owns the queues: workers must not declare them with defaults.
@@ -114,6 +123,8 @@ def worker_env(spec: WorkerPoolSpec, nats_url: str) -> list[dict[str, Any]]:
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
         },
     }
+    if log_format != DEFAULT_LOG_FORMAT:
+        ours[LOG_FORMAT_ENV] = {"name": LOG_FORMAT_ENV, "value": log_format}
     if spec.nats and spec.nats.credentials_secret:
         ours[AUTH_DIR_ENV] = {"name": AUTH_DIR_ENV, "value": CREDS_DIR}
     user = [_env_var(v) for v in spec.env]
@@ -130,13 +141,15 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def worker_container(spec: WorkerPoolSpec, nats_url: str) -> dict[str, Any]:
+def worker_container(
+    spec: WorkerPoolSpec, nats_url: str, log_format: str = DEFAULT_LOG_FORMAT
+) -> dict[str, Any]:
     """The worker container: command, env, probes, port and a locked-down context."""
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "command": worker_command(spec),
-        "env": worker_env(spec, nats_url),
+        "env": worker_env(spec, nats_url, log_format),
         "ports": [{"name": "metrics", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
         "livenessProbe": _probe("/healthz", period=10, failures=3),
         "readinessProbe": _probe("/readyz", period=5, failures=2),
@@ -185,7 +198,9 @@ def _pod_security(spec: WorkerPoolSpec) -> dict[str, Any]:
     }
 
 
-def pod_template(pool: PoolRef, spec: WorkerPoolSpec, nats_url: str) -> dict[str, Any]:
+def pod_template(
+    pool: PoolRef, spec: WorkerPoolSpec, nats_url: str, log_format: str = DEFAULT_LOG_FORMAT
+) -> dict[str, Any]:
     """The pod template; any change to it rolls the Deployment."""
     annotations = {
         "prometheus.io/scrape": "true",
@@ -194,7 +209,7 @@ def pod_template(pool: PoolRef, spec: WorkerPoolSpec, nats_url: str) -> dict[str
         **spec.pod_annotations,
     }
     pod_spec: dict[str, Any] = {
-        "containers": [worker_container(spec, nats_url)],
+        "containers": [worker_container(spec, nats_url, log_format)],
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
         "securityContext": _pod_security(spec),
         "volumes": _volumes(spec),
@@ -216,7 +231,12 @@ def pod_template(pool: PoolRef, spec: WorkerPoolSpec, nats_url: str) -> dict[str
 
 
 def worker_deployment(
-    pool: PoolRef, spec: WorkerPoolSpec, *, nats_url: str, replicas: int
+    pool: PoolRef,
+    spec: WorkerPoolSpec,
+    *,
+    nats_url: str,
+    replicas: int,
+    log_format: str = DEFAULT_LOG_FORMAT,
 ) -> dict[str, Any]:
     """The complete Deployment for ``pool`` running ``replicas`` workers."""
     return {
@@ -237,6 +257,6 @@ def worker_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
-            "template": pod_template(pool, spec, nats_url),
+            "template": pod_template(pool, spec, nats_url, log_format),
         },
     }

@@ -10,6 +10,7 @@ Both streams carry the owning TaskQueue's claim in their metadata
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +149,7 @@ async def ensure_queue(
     owner: str | None = None,
     *,
     bucket_replicas: int = 1,
+    events: jetstream.EventsSettings | None = None,
 ) -> QueueReport:
     """Create or update the work stream, dead-letter stream and consumer of ``queue``.
 
@@ -159,7 +161,19 @@ async def ensure_queue(
     await _ensure_stream(js, jetstream.dead_letter_stream_config(queue, settings), owner, report)
     await _ensure_consumer(js, queue, settings, report)
     await ensure_buckets(js, report, bucket_replicas)
+    if events is not None:
+        await ensure_events_stream(js, report, events)
     return report
+
+
+async def ensure_events_stream(
+    js: JetStreamContext, report: QueueReport, settings: jetstream.EventsSettings
+) -> None:
+    """Create the task events stream, or bring its limits to ``settings`` (shared by all
+    queues, like the buckets: whichever TaskQueue reconciles first creates it)."""
+    # Created concurrently by another reconciliation: the next one checks it.
+    with contextlib.suppress(BadRequestError):
+        await _ensure_stream(js, jetstream.events_stream_config(settings), None, report)
 
 
 async def ensure_buckets(js: JetStreamContext, report: QueueReport, replicas: int = 1) -> None:

@@ -29,6 +29,7 @@ from celeriac.exceptions import NatsRefusedError
 from celeriac.operator import claims, queues
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
+from celeriac.operator.metrics import OperatorMetrics, counted
 from celeriac.operator.polling import poll_until_stopped
 from celeriac.operator.status import condition, invalid_spec, status_update, write_status
 from celeriac.protocol import names
@@ -158,6 +159,7 @@ async def sync_queue(
             spec.to_queue_settings(),
             owner,
             bucket_replicas=memo.config.bucket_replicas,
+            events=memo.config.events_settings(),
         )
         return Outcome(claim, report, await queues.queue_stats(js, queue))
 
@@ -203,6 +205,7 @@ async def _refused(
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
+@counted("TaskQueue")
 async def reconcile_queue(
     body: kopf.Body,
     status: kopf.Status,
@@ -273,9 +276,18 @@ async def watch_queue(
     async def refresh() -> float:
         return await refresh_queue_status(body, status, memo)
 
-    await poll_until_stopped(
-        stopped, logger, "refreshing the status", refresh, retry_after=STATUS_INTERVAL
-    )
+    metrics: OperatorMetrics = memo.metrics
+    try:
+        await poll_until_stopped(
+            stopped,
+            logger,
+            "refreshing the status",
+            metrics.counting_errors("TaskQueue", refresh),
+            retry_after=STATUS_INTERVAL,
+        )
+    finally:
+        # Deleted (or the operator stops): its series go with it.
+        metrics.forget_queue(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.Memo) -> float:
@@ -298,6 +310,8 @@ async def refresh_queue_status(body: kopf.Body, status: kopf.Status, memo: kopf.
         reason, message, delay = nats_trouble(exc, _connected(memo, spec))
         fields, conditions = {}, [condition("Ready", False, reason, message)]
     else:
+        backlog = outcome.stats.pending if outcome.stats else None
+        memo.metrics.queue_observed(meta["namespace"], meta["name"], queue, backlog)
         # The same conditions the change handler wrote (generation included): no patch
         # unless something really changed.
         if outcome.stats is None:

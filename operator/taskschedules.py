@@ -29,6 +29,7 @@ from celeriac import periodic, schedulestore
 from celeriac.exceptions import CeleriacError, NatsRefusedError
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import Events, StatusWriter
+from celeriac.operator.metrics import counted
 from celeriac.operator.polling import poll_until_stopped
 from celeriac.operator.status import condition, invalid_spec, status_update, write_status
 from celeriac.operator.taskqueues import NATS_ERRORS, nats_trouble
@@ -172,6 +173,7 @@ _STORE_ERRORS = (QueueMissingError, CeleriacError, APIError, *NATS_ERRORS)
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
+@counted("TaskSchedule")
 async def reconcile_schedule(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -215,8 +217,9 @@ async def watch_schedule(
     async def refresh() -> float:
         return await refresh_schedule_status(body, status, memo, logger, requested)
 
+    refresh_counted = memo.metrics.counting_errors("TaskSchedule", refresh)
     await poll_until_stopped(
-        stopped, logger, "refreshing the status", refresh, retry_after=STATUS_INTERVAL
+        stopped, logger, "refreshing the status", refresh_counted, retry_after=STATUS_INTERVAL
     )
 
 

@@ -26,6 +26,7 @@ from celeriac.operator.autoscaling import Observation, ScalingSettings, decide
 from celeriac.operator.config import OperatorConfig
 from celeriac.operator.connections import NatsConnections
 from celeriac.operator.kube import DeploymentConflictError, Deployments, Events, StatusWriter
+from celeriac.operator.metrics import OperatorMetrics, counted
 from celeriac.operator.polling import poll_until_stopped
 from celeriac.operator.status import (
     condition,
@@ -78,6 +79,7 @@ def initial_replicas(
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
+@counted("WorkerPool")
 async def reconcile_pool(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -96,7 +98,9 @@ async def reconcile_pool(
     current = await deployments.read(pool.namespace, name)
     replicas = initial_replicas(spec, status, current)
     url = config.nats_url_for_workers(spec.nats.url if spec.nats else None)
-    wanted = manifests.worker_deployment(pool, spec, nats_url=url, replicas=replicas)
+    wanted = manifests.worker_deployment(
+        pool, spec, nats_url=url, replicas=replicas, log_format=config.log_format
+    )
     try:
         applied = await deployments.apply(wanted, current, pool.uid)
     except DeploymentConflictError as exc:
@@ -233,13 +237,18 @@ async def poll_pool(
     """
     # kopf passes every index to every handler as a keyword named after the index.
     index: kopf.Index[Any, Any] = kwargs["pool_deployments"]
-    await poll_until_stopped(
-        stopped,
-        logger,
-        "polling the pool",
-        lambda: observe_pool(body, status, memo, index),
-        retry_after=DEFAULT_POLL,
-    )
+    metrics: OperatorMetrics = memo.metrics
+    try:
+        await poll_until_stopped(
+            stopped,
+            logger,
+            "polling the pool",
+            metrics.counting_errors("WorkerPool", lambda: observe_pool(body, status, memo, index)),
+            retry_after=DEFAULT_POLL,
+        )
+    finally:
+        # Deleted (or the operator stops): its series go with it.
+        metrics.forget_pool(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 async def observe_pool(
@@ -263,6 +272,7 @@ async def observe_pool(
         return DEFAULT_POLL  # the change handler reports the invalid spec
     now = time.time()
     fields, conditions = await _observation(body, spec, dep=dep, status=status, memo=memo, now=now)
+    memo.metrics.pool_observed(meta["namespace"], meta["name"], fields)
     changes = status_update(status, fields, conditions, now)
     if changes:
         writer: StatusWriter = memo.status_writer
@@ -305,8 +315,9 @@ async def _autoscale(
 ) -> dict[str, Any]:
     """Decide, apply a change to the Deployment, announce it; the status fields to record."""
     decision = decide(obs, ScalingSettings.from_spec(spec), scaling_state(status))
+    meta = body["metadata"]
+    memo.metrics.scaled(meta["namespace"], meta["name"], obs.current_replicas, decision.replicas)
     if decision.replicas != obs.current_replicas:
-        meta = body["metadata"]
         deployments: Deployments = memo.deployments
         name = manifests.deployment_name(meta["name"])
         # The Deployment first: if we stop right after, the next leader sees it done.

@@ -20,4 +20,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]' -e ./devenv
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+    if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+        echo "setup: installing chromium (for the dashboard's browser test)" >&2
+        # Fresh package lists only when the install needs them.
+        $SUDO apt-get install -y --no-install-recommends chromium \
+            || { $SUDO apt-get update -qq && $SUDO apt-get install -y --no-install-recommends chromium; } \
+            || echo "setup: could not install chromium; the browser test will be skipped" >&2
+    fi
+fi
 .venv/bin/celeriac-devenv build

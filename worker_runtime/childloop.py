@@ -1,4 +1,8 @@
-"""The loop inside a ``--pool processes`` child: receive a call, run it, send the outcome."""
+"""The loop inside a ``--pool processes`` child: receive a call, run it, send the outcome.
+
+Each call comes with the log context of the task it belongs to, so the lines the
+task logs here name it as they would in the parent.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 from celeriac.exceptions import SoftTimeLimitExceeded
 from celeriac.worker_runtime.execution import Call, ErrorInfo, error_info, invoke
 from celeriac.worker_runtime.loading import load_app
-from celeriac.worker_runtime.logs import configure_logging, task_context
+from celeriac.worker_runtime.logs import LogSetup, TaskLogContext, apply_setup, task_context
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ class _Running:
         self.active = False
 
 
-def serve(app_spec: str, conn: Connection, loglevel: str) -> None:
+def serve(app_spec: str, conn: Connection, logging_setup: LogSetup) -> None:
     """Run calls from ``conn`` until the parent closes it or sends ``None``."""
     running = _Running()
 
@@ -33,28 +37,31 @@ def serve(app_spec: str, conn: Connection, loglevel: str) -> None:
             raise SoftTimeLimitExceeded("soft time limit exceeded")
 
     signal.signal(signal.SIGUSR1, soft_limit)
-    configure_logging(loglevel)
+    apply_setup(logging_setup)
     app = load_app(app_spec)
     # The parent sends work, and starts its time-limit clocks, only after this.
     conn.send(("ready", None))
     while True:
         try:
-            call: Call | None = conn.recv()
+            work: tuple[Call, TaskLogContext | None] | None = conn.recv()
         except (EOFError, OSError):
             return
-        if call is None:
+        if work is None:
             return
-        reply = _run(app.tasks.get(call.task), call, running)
+        call, context = work
+        reply = _run(app.tasks.get(call.task), call, context, running)
         try:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             conn.send(("error", ErrorInfo("PicklingError", f"result cannot be sent back: {exc}")))
 
 
-def _run(task: Any, call: Call, running: _Running) -> tuple[str, Any]:
+def _run(
+    task: Any, call: Call, context: TaskLogContext | None, running: _Running
+) -> tuple[str, Any]:
     if task is None:
         return "error", ErrorInfo("NotRegistered", f"task {call.task!r} is not in this app")
-    with task_context(call.task_id):
+    with task_context(context or TaskLogContext(call.task_id, call.task)):
         running.active = True
         try:
             return "ok", invoke(task, call)

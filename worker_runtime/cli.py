@@ -10,7 +10,7 @@ import threading
 
 from celeriac.exceptions import CeleriacError
 from celeriac.worker_runtime.loading import AppLoadError, load_app
-from celeriac.worker_runtime.logs import configure_logging
+from celeriac.worker_runtime.logs import configure_logging, set_worker_name
 from celeriac.worker_runtime.options import OptionsError, parse_options
 from celeriac.worker_runtime.worker import Worker
 
@@ -24,14 +24,16 @@ def main(argv: list[str]) -> int:
     except OptionsError as exc:
         print(f"celeriac worker: error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(options.loglevel)
+    configure_logging(options.loglevel, options.log_format)
     try:
         app = load_app(options.app_spec)
     except AppLoadError as exc:
         log.error("%s", exc)
         return 2
     try:
-        code = asyncio.run(Worker(app, options).run())
+        worker = Worker(app, options)
+        set_worker_name(worker.name)
+        code = asyncio.run(worker.run())
     except (OSError, CeleriacError) as exc:
         # No NATS at start, or the health port is taken: say so and let the supervisor retry.
         log.error("%s", exc)

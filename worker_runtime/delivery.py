@@ -42,6 +42,11 @@ class Delivery:
         # When the worker's heartbeats next send in_progress (loop clock), until settled.
         self.next_beat = now + heartbeat_interval
         self.deliveries, self.stream_sequence = ack_position(msg.reply)
+        # For the worker's record (``inspect active``): when it was taken (loop clock),
+        # and what it is once decoded.
+        self.received = now
+        self.task_id: str | None = None
+        self.task: str | None = None
 
     async def beat(self) -> None:
         """Tell JetStream the message is still being worked on."""

@@ -56,6 +56,7 @@ from celeriac.protocol.periodic import (
 )
 from celeriac.protocol.states import TaskState
 from celeriac.worker_runtime.decoding import Rejection, decode_periodic
+from celeriac.worker_runtime.tracing import firing
 
 if TYPE_CHECKING:
     from celeriac.broker import Broker
@@ -310,7 +311,8 @@ class Fires:
     async def handle(self, delivery: Delivery, fire: Fire) -> None:
         """Settle ``fire``: ack once handled, NAK with a delay when NATS failed us."""
         try:
-            line = await self.fire(fire)
+            with firing(delivery.queue, fire.periodic, fire.slot, fire.run):
+                line = await self.fire(fire)
         except Exception as exc:
             log.error(
                 "schedule %s slot %s not handled (%r); firing again in %gs",

@@ -26,14 +26,16 @@ from celeriac.worker_runtime.continuation import Continuation
 from celeriac.worker_runtime.deadletters import HEADROOM, fit, original_headers, publish_dead_letter
 from celeriac.worker_runtime.decoding import Rejection, decode_task
 from celeriac.worker_runtime.delivery import Delivery
+from celeriac.worker_runtime.events import TaskEvents
 from celeriac.worker_runtime.execution import MAX_ERROR_CHARS, Call, ErrorInfo, Outcome, Pool
 from celeriac.worker_runtime.firing import Fires, decode_fire, is_fire
 from celeriac.worker_runtime.limits import DeliveryLimits
-from celeriac.worker_runtime.logs import current_task_id
+from celeriac.worker_runtime.logs import set_task
 from celeriac.worker_runtime.metrics import WorkerMetrics
 from celeriac.worker_runtime.persisting import TRANSIENT, persist
 from celeriac.worker_runtime.records import storable_success
 from celeriac.worker_runtime.revoked import RevokedMirror
+from celeriac.worker_runtime.tracing import processing
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -69,6 +71,8 @@ class Handler:
     worker_name: str
     revoked: RevokedMirror
     rng: random.Random = field(default_factory=random.Random)
+    # Task events (celeriac worker --events); None: off, and nothing is spent on them.
+    events: TaskEvents | None = None
     continuation: Continuation = field(init=False)
     _unsettled: OrderedDict[tuple[str, int], tuple[Outcome, int]] = field(
         init=False, default_factory=OrderedDict
@@ -99,20 +103,22 @@ class Handler:
             return
         decoded = decode_task(delivery.msg.data)
         if isinstance(decoded, Rejection):
-            current_task_id.set(decoded.task_id or "-")
+            set_task(decoded.task_id or "-", decoded.task, delivery.queue)
             await self._reject(delivery, decoded)
             return
-        current_task_id.set(decoded.id)
-        await self._process(delivery, decoded, ran)
+        set_task(decoded.id, decoded.task, delivery.queue)
+        delivery.task_id, delivery.task = decoded.id, decoded.task
+        with processing(delivery, decoded, ran) as traced_ran:
+            await self._process(delivery, decoded, traced_ran)
 
     async def _fire(self, delivery: Delivery) -> None:
         """A periodic task's fire: enqueue its run (never run here), or dead-letter it."""
         fire = decode_fire(delivery.msg.data, delivery.msg.headers, delivery.queue)
         if isinstance(fire, Rejection):
-            current_task_id.set("-")
+            set_task("-", None, delivery.queue)
             await self._reject(delivery, fire)
             return
-        current_task_id.set(fire.run)
+        set_task(fire.run, fire.periodic.task, delivery.queue)
         await self.fires.handle(delivery, fire)
 
     async def _guarded(self, delivery: Delivery, work: Any) -> Any:
@@ -129,6 +135,8 @@ class Handler:
     async def _reject(self, delivery: Delivery, rejection: Rejection) -> None:
         log.error("dead-lettering a %s message: %s", rejection.reason.value, rejection.error)
         self.metrics.of(delivery.queue, rejection.task or "-").received.inc()
+        if self.events is not None:
+            self.events.received(delivery, rejection)
         await self._dead_letter(delivery, rejection.reason, rejection.error, None, rejection)
         await delivery.term()
 
@@ -137,6 +145,8 @@ class Handler:
     ) -> None:
         metrics = self.metrics.of(delivery.queue, message.task)
         metrics.received.inc()
+        if self.events is not None:
+            self.events.received(delivery, message)
         task = self.app.tasks.get(message.task)
         if task is None:
             await self._unknown_task(delivery, message)
@@ -157,6 +167,8 @@ class Handler:
             return
         log.info("running %s (attempt %d)", message.task, retries + 1)
         call = self._call(task, message, delivery, retries)
+        if self.events is not None:
+            self.events.started(delivery, message)
         if quiet:
             outcome = await self.pool.run(task, call)
         else:
@@ -287,6 +299,8 @@ class Handler:
         # What depended on it (the rest of a chain, a chord) will not complete either.
         await self.continuation.on_failure(message, record)
         self.metrics.of(delivery.queue, message.task).revoked.inc()
+        if self.events is not None:
+            self.events.revoked(delivery, message, reason)
         await delivery.ack()
         return True
 
@@ -316,6 +330,8 @@ class Handler:
             return
         await delivery.ack()
         self.metrics.of(delivery.queue, message.task).succeeded.inc()
+        if self.events is not None:
+            self.events.succeeded(delivery, message, outcome.duration)
 
     async def _continuation_failed(
         self, delivery: Delivery, message: TaskMessage, exc: Exception
@@ -330,6 +346,8 @@ class Handler:
         await self._dead_letter(delivery, reason, error, None, message)
         await delivery.term()
         self.metrics.of(delivery.queue, message.task).failed.inc()
+        if self.events is not None:
+            self.events.failed(delivery, message, "InvalidContinuation", error)
 
     async def _failed(
         self,
@@ -378,6 +396,8 @@ class Handler:
             await self._store(message, record)
         await delivery.nak(plan.delay)
         self.metrics.of(delivery.queue, message.task).retried.inc()
+        if self.events is not None:
+            self.events.retried(delivery, message, error.exc_type, error.error, plan.delay)
 
     async def _gave_up(
         self,
@@ -402,6 +422,8 @@ class Handler:
         await self.continuation.on_failure(message, record)
         await delivery.term()
         self.metrics.of(delivery.queue, message.task).failed.inc()
+        if self.events is not None:
+            self.events.failed(delivery, message, error.exc_type, error.error)
 
     async def _dead_letter(
         self,
@@ -432,6 +454,8 @@ class Handler:
         except Exception as exc:
             raise DeadLetterError(f"dead letter not stored ({exc!r})") from exc
         self.metrics.of(delivery.queue, source.task or "-").dead_lettered.inc()
+        if self.events is not None:
+            self.events.dead_lettered(delivery, source, reason, error)
 
     def _final(self, state: TaskState, **fields: Any) -> ResultRecord:
         return ResultRecord(

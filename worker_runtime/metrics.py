@@ -82,6 +82,8 @@ class WorkerMetrics(Collector):
         self.registry = CollectorRegistry()
         self._series: dict[tuple[str, str], TaskMetrics] = {}
         self._in_flight: Callable[[], int] = lambda: 0
+        # Task events that could not be published (celeriac worker --events).
+        self.events_dropped = Count()
         self.registry.register(self)
 
     def of(self, queue: str, task: str) -> TaskMetrics:
@@ -117,6 +119,11 @@ class WorkerMetrics(Collector):
             "celeriac_worker_tasks_in_flight",
             "Messages held by this worker now.",
             value=self._in_flight(),
+        )
+        yield CounterMetricFamily(
+            "celeriac_worker_events_dropped",
+            "Task events not published (NATS disconnected, or the publish failed).",
+            value=self.events_dropped.value,
         )
         histogram = HistogramMetricFamily(
             "celeriac_worker_task_duration_seconds", "Run time of task functions.", labels=_LABELS

@@ -12,9 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from celeriac.logformat import LOG_FORMAT_ENV, LOG_FORMATS, log_format_default
 from celeriac.protocol.names import check_queue_name
 
 HEALTH_PORT_ENV = "CELERIAC_HEALTH_PORT"
+# Set to 1 (or true, yes, on) to publish task events, like --events.
+EVENTS_ENV = "CELERIAC_EVENTS"
 DEFAULT_HEALTH_PORT = 8080
 # Below Kubernetes' default 30 s termination grace, so the NAKs go out before SIGKILL.
 DEFAULT_DRAIN_TIMEOUT = 25.0
@@ -45,6 +48,10 @@ class WorkerOptions:
     health_port: int
     drain_timeout: float
     loglevel: str
+    # text or json (one object per line); see celeriac.logformat.
+    log_format: str = "text"
+    # Publish task events on celeriac.events.<queue>.<type> (off: no cost at all).
+    events: bool = False
 
 
 class OptionsError(ValueError):
@@ -131,9 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_DRAIN_TIMEOUT:g})",
     )  # fmt: skip
     parser.add_argument(
+        "--events", action="store_true", default=None,
+        help=f"publish task events for `celeriac events` (default: ${EVENTS_ENV} or off)",
+    )  # fmt: skip
+    parser.add_argument(
         "-l", "--loglevel", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="log level (default: INFO)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=None, type=str.lower,
+        help=f"log lines as text or json, one object a line (default: ${LOG_FORMAT_ENV} or text)",
     )  # fmt: skip
     return parser
 
@@ -155,7 +170,27 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         health_port=_health_port(ns.health_port, environ),
         drain_timeout=ns.drain_timeout,
         loglevel=ns.loglevel,
+        log_format=ns.log_format or _log_format(environ),
+        events=_events(ns.events, environ),
     )
+
+
+def _events(flag: bool | None, env: Mapping[str, str]) -> bool:
+    if flag:
+        return True
+    raw = env.get(EVENTS_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise OptionsError(f"${EVENTS_ENV}: use 1 or 0, not {raw!r}")
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    try:
+        return log_format_default(env)
+    except ValueError as exc:
+        raise OptionsError(str(exc)) from None
 
 
 def _health_port(flag: int | None, env: Mapping[str, str]) -> int:

@@ -18,12 +18,14 @@ import multiprocessing
 import os
 import signal
 import time
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from celeriac.worker_runtime.coroutines import run_coroutine
 from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, time_limit_error
+from celeriac.worker_runtime.logs import LogSetup, current_task, log_setup
 
 if TYPE_CHECKING:
     from celeriac.task import Task
@@ -78,7 +80,8 @@ class ProcessPool:
         parent_end, child_end = self._ctx.Pipe()
         process = self._ctx.Process(
             target=child_main,
-            args=(self._app_spec, child_end, self._loglevel),
+            # The parent's log format and worker name, with the level given here.
+            args=(self._app_spec, child_end, replace(log_setup(), level=self._loglevel)),
             name=f"celeriac-child-{len(self._children) + 1}",
             daemon=True,
         )
@@ -130,7 +133,8 @@ class ProcessPool:
                 return self._lost(child)
             child.ready = True
         try:
-            child.conn.send(call)
+            # The task's log context goes along: the child's lines name the task too.
+            child.conn.send((call, current_task.get()))
         except OSError:
             return self._lost(child)
         reply = asyncio.ensure_future(_receive(child.conn))
@@ -191,7 +195,7 @@ def _die_with_parent() -> None:
         pass  # not Linux: the parent's shutdown still kills its children
 
 
-def child_main(app_spec: str, conn: Connection, loglevel: str) -> None:
+def child_main(app_spec: str, conn: Connection, logging_setup: LogSetup) -> None:
     """Entry point of a child process: import the app, then run calls until EOF."""
     from celeriac.worker_runtime.childloop import serve
 
@@ -199,4 +203,4 @@ def child_main(app_spec: str, conn: Connection, loglevel: str) -> None:
     # Ctrl-C reaches the whole process group; only the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    serve(app_spec, conn, loglevel)
+    serve(app_spec, conn, logging_setup)

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac import __version__
 from celeriac.exceptions import CeleriacError, NatsRefusedError
-from celeriac.protocol.workers import WORKER_NAME_ENV, WorkerRecord
+from celeriac.protocol.names import HDR_TASK
+from celeriac.protocol.workers import (
+    MAX_ACTIVE_LISTED,
+    WORKER_NAME_ENV,
+    ActiveTask,
+    WorkerRecord,
+)
 from celeriac.worker_runtime.catchup import CatchUp
 from celeriac.worker_runtime.consuming import QueueConsumer
 from celeriac.worker_runtime.delivery import Delivery
+from celeriac.worker_runtime.events import open_events
 from celeriac.worker_runtime.execution import Outcome, Pool
 from celeriac.worker_runtime.exhausted import ExhaustedDeliveries
 from celeriac.worker_runtime.handling import Handler
@@ -135,7 +143,23 @@ class Worker:
             state="draining" if self.draining else "running",
             started=self._started,
             seen=datetime.now(UTC),
+            active=self._active(),
+            registered=sorted(self.app.tasks),
         )
+
+    def _active(self) -> list[ActiveTask]:
+        """The first ``MAX_ACTIVE_LISTED`` messages held, read off the deliveries at
+        heartbeat time so running a task costs nothing more."""
+        loop_now, now = asyncio.get_running_loop().time(), datetime.now(UTC)
+        return [
+            ActiveTask(
+                id=d.task_id,
+                task=d.task or (d.msg.headers or {}).get(HDR_TASK),
+                queue=d.queue,
+                started=now - timedelta(seconds=max(0.0, loop_now - d.received)),
+            )
+            for d in itertools.islice(self._running.values(), MAX_ACTIVE_LISTED)
+        ]
 
     # Probes -------------------------------------------------------------------------------
 
@@ -183,6 +207,9 @@ class Worker:
             self._handler = Handler(
                 self.app, broker, self._pool, self.metrics, self.name, self._revoked
             )
+            if self.options.events:
+                dropped = self.metrics.events_dropped
+                self._handler.events = await open_events(broker, self.name, dropped)
             log.info(
                 "worker %s: pool %s, concurrency %d, queues %s",
                 self.name, self.options.pool.value, self.options.concurrency, ",".join(self.queues),
@@ -209,6 +236,8 @@ class Worker:
                 await self._revoked.stop()
             await self._pool.stop()
             await self._health.stop()
+            if self._handler is not None and self._handler.events is not None:
+                await self._handler.events.close()  # the last events, before the connection
             with contextlib.suppress(Exception):
                 await self.app.aclose()
 

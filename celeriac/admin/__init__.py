@@ -1,4 +1,4 @@
-"""``celeriac status | inspect | result | revoke | purge | ...``: see and steer the queues.
+"""``celeriac status | inspect | result | revoke | purge | dlq | ...``: see and steer the queues.
 
 Every command reads what JetStream stores (``celeriac.inspection``) from any NATS
 URL, with or without Kubernetes; ``-o json`` prints the same as JSON for scripts.
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import click
 
-from celeriac.admin import commands
+from celeriac.admin import commands, deadletters, events
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +20,7 @@ def cli() -> None:
 
 
 for command in (commands.status, commands.inspect, commands.result, commands.revoke,
-                commands.purge):  # fmt: skip
+                commands.purge, deadletters.dead_letters, events.events):  # fmt: skip
     cli.add_command(command)
 
 

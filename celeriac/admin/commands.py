@@ -1,4 +1,5 @@
-"""The first admin commands: status, inspect workers, result, revoke, purge."""
+"""The first admin commands: status, inspect workers | active | registered, result, revoke,
+purge."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from celeriac import inspection
 from celeriac.admin.terminal import OUTPUT, URL, ago, print_json, run, table
 from celeriac.broker import Broker
 from celeriac.protocol.envelope import ResultRecord
+from celeriac.protocol.workers import MAX_ACTIVE_LISTED
 
 
 @click.command()
@@ -53,7 +55,7 @@ def _workers_table(workers: list[Any]) -> None:
 
 @click.group()
 def inspect() -> None:
-    """Look at live workers."""
+    """Look at live workers: counts, running tasks, registered tasks."""
 
 
 @inspect.command("workers")
@@ -66,6 +68,43 @@ def inspect_workers(nats_url: str | None, output: str) -> None:
         print_json([w.model_dump(mode="json") for w in workers])
     else:
         _workers_table(workers)
+
+
+@inspect.command("active")
+@URL
+@OUTPUT
+def inspect_active(nats_url: str | None, output: str) -> None:
+    """The tasks each live worker runs now (as of its last heartbeat)."""
+    workers = run(nats_url, lambda broker: inspection.live_workers(broker.js))
+    if output == "json":
+        print_json([{"worker": w.name, "running": w.running,
+                     "active": [a.model_dump(mode="json") for a in w.active]}
+                    for w in workers])  # fmt: skip
+        return
+    rows = [
+        [w.name, a.id or "-", a.task or "-", a.queue, ago(a.started)]
+        for w in workers
+        for a in w.active
+    ]
+    unlisted = sum(max(0, w.running - len(w.active)) for w in workers)
+    title = f"Active tasks ({sum(w.running for w in workers)})"
+    table(title, ["worker", "id", "task", "queue", "running for"], rows)
+    if unlisted:
+        click.echo(f"... and {unlisted} more not listed (a worker lists at most "
+                   f"{MAX_ACTIVE_LISTED})")  # fmt: skip
+
+
+@inspect.command("registered")
+@URL
+@OUTPUT
+def inspect_registered(nats_url: str | None, output: str) -> None:
+    """The task names each live worker has registered."""
+    workers = run(nats_url, lambda broker: inspection.live_workers(broker.js))
+    if output == "json":
+        print_json([{"worker": w.name, "registered": w.registered} for w in workers])
+        return
+    rows = [[w.name, ", ".join(w.registered) or "-"] for w in workers]
+    table(f"Registered tasks ({len(workers)} workers)", ["worker", "tasks"], rows)
 
 
 @click.command()

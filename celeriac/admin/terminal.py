@@ -48,7 +48,8 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-_TEXT_COLUMNS = {"queue", "worker", "queues", "pool", "state", "task", "id", "reason", "error"}
+_TEXT_COLUMNS = {"queue", "worker", "queues", "pool", "state", "task", "id", "reason", "error",
+                 "ref", "tasks"}  # fmt: skip
 
 
 def table(title: str, columns: Sequence[str], rows: list[list[str]]) -> None:

@@ -108,3 +108,34 @@ def shared_bucket_configs(replicas: int = 1) -> list[dict[str, Any]]:
         {"bucket": bucket, "ttl": ttl, "history": 1, "replicas": replicas}
         for bucket, ttl in ttls.items()
     ]
+
+
+# Task events are for watching what happens now and lately, not for keeping.
+EVENTS_MAX_AGE_SECONDS = 3600.0
+EVENTS_MAX_BYTES = 256 * 1024 * 1024
+
+
+class EventsSettings(BaseModel):
+    """The limits of the task events stream, chosen per install (operator flags)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_age_seconds: float = Field(default=EVENTS_MAX_AGE_SECONDS, gt=0)
+    max_bytes: int = Field(default=EVENTS_MAX_BYTES, ge=1024)
+    replicas: int = Field(default=1, ge=1, le=5)
+
+
+def events_stream_config(settings: EventsSettings) -> dict[str, Any]:
+    """The task events stream: every queue's events, the oldest dropped past the limits."""
+    return {
+        "name": names.EVENTS_STREAM,
+        "subjects": [names.EVENTS_SUBJECTS],
+        "retention": "limits",
+        "discard": "old",
+        "storage": "file",
+        "max_age": settings.max_age_seconds,
+        "max_bytes": settings.max_bytes,
+        "num_replicas": settings.replicas,
+        # Workers publish events without waiting for an acknowledgement.
+        "no_ack": True,
+    }

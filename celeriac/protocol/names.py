@@ -33,6 +33,9 @@ REVOKED_BUCKET = "celeriac_revoked"
 CHORDS_BUCKET = "celeriac_chords"
 SCHEDULES_BUCKET = "celeriac_schedules"
 WORKERS_BUCKET = "celeriac_workers"
+# Task events of every queue (``celeriac worker --events``), kept by age and size.
+EVENTS_STREAM = "CELERIAC_EVENTS"
+EVENTS_SUBJECTS = "celeriac.events.>"
 
 # Headers. Nats-* are interpreted by the server; Celeriac-* by Celeriac.
 HDR_MSG_ID = "Nats-Msg-Id"
@@ -92,6 +95,16 @@ def schedule_subjects(queue: str) -> str:
 def dead_letter_subject(queue: str) -> str:
     """The subject dead-lettered tasks of ``queue`` are published on."""
     return f"celeriac.dlq.{check_queue_name(queue)}"
+
+
+def event_subject(queue: str, event_type: str) -> str:
+    """The subject a task event of ``queue`` is published on (type: received, started...)."""
+    return f"celeriac.events.{check_queue_name(queue)}.{event_type}"
+
+
+def event_filter(queue: str | None = None, event_type: str | None = None) -> str:
+    """The subject filter of events of ``queue`` and ``event_type`` (None: any)."""
+    return f"celeriac.events.{queue or '*'}.{event_type or '*'}"
 
 
 def kv_subject(bucket: str, key: str) -> str:

@@ -361,6 +361,11 @@ class WorkerPoolSpec(KubeModel):
     pool: Literal["asyncio", "threads", "processes"] = Field(
         default="asyncio", description="Where tasks run inside a worker."
     )
+    events: bool = Field(
+        default=False,
+        description="Publish task events (celeriac worker --events) for `celeriac events` "
+        "and dashboards.",
+    )
     replicas: int = Field(
         default=1, ge=0, le=1000, description="Replicas when autoscaling is off (kubectl scale)."
     )

@@ -22,6 +22,9 @@ WORKER_NAME_ENV = "CELERIAC_WORKER_NAME"
 HEARTBEAT_SECONDS = 10.0
 # Three missed heartbeats and the record is gone.
 WORKERS_TTL_SECONDS = 3 * HEARTBEAT_SECONDS
+# Tasks listed by name in a record: enough to see what a worker is busy with, few
+# enough that the record stays small (``running`` always counts them all).
+MAX_ACTIVE_LISTED = 100
 # What a KV key may hold; anything else in a worker's name becomes '-'.
 _NOT_IN_KEY = re.compile(r"[^-_=.a-zA-Z0-9]")
 
@@ -29,6 +32,20 @@ _NOT_IN_KEY = re.compile(r"[^-_=.a-zA-Z0-9]")
 def worker_key(name: str) -> str:
     """The bucket key of the worker called ``name`` (a pod name, or host-pid)."""
     return _NOT_IN_KEY.sub("-", name).strip(".")[:255] or "worker"
+
+
+class ActiveTask(_Strict):
+    """One task a worker holds right now."""
+
+    id: str | None = None  # None until the message is decoded (or when it is not a task)
+    task: str | None = None
+    queue: str
+    started: datetime  # when the worker took the message
+
+    @field_validator("started", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        return _rfc3339(v)
 
 
 class WorkerRecord(_Strict):
@@ -49,6 +66,12 @@ class WorkerRecord(_Strict):
     state: Literal["running", "draining"] = "running"
     started: datetime
     seen: datetime  # when this record was written
+    # Added after the first release: defaults keep older records readable.
+    active: list[ActiveTask] = Field(
+        default_factory=list,
+        description=f"tasks held right now, at most {MAX_ACTIVE_LISTED} (``running`` counts all)",
+    )
+    registered: list[str] = Field(default_factory=list, description="task names, sorted")
 
     @field_validator("started", "seen", mode="before")
     @classmethod

@@ -87,14 +87,18 @@ def uninstall(env: KubeEnvironment, release: Release) -> str:
     return env.helm("uninstall", release.name, "-n", release.namespace, "--wait").stdout
 
 
-def service_account_kubeconfig(env: KubeEnvironment, release: Release, path: Path) -> Path:
-    """Write a kubeconfig that authenticates as the release's ServiceAccount (a bound token)."""
+def service_account_kubeconfig(
+    env: KubeEnvironment, release: Release, path: Path, account: str | None = None
+) -> Path:
+    """Write a kubeconfig that authenticates as the release's ServiceAccount (a bound token),
+    or as its ServiceAccount ``account`` (e.g. the dashboard's)."""
+    account = account or release.service_account
     token = env.kubectl(
-        "create", "token", release.service_account, "-n", release.namespace, "--duration", "2h"
+        "create", "token", account, "-n", release.namespace, "--duration", "2h"
     ).stdout.strip()
     admin = yaml.safe_load(env.kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
-    user = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+    user = f"system:serviceaccount:{release.namespace}:{account}"
     config = {
         "apiVersion": "v1",
         "kind": "Config",

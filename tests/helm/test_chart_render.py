@@ -201,6 +201,21 @@ def test_changed_settings_change_the_pod_template() -> None:
     assert annotations(NATS) != annotations({"nats": {"url": "nats://other:4222"}})
 
 
+@pytest.mark.parametrize(
+    ("events", "age", "size"),
+    [({}, 3600.0, 256 * 2**20), ({"maxAge": "6h", "maxBytes": "1GiB"}, 6 * 3600.0, 2**30)],
+)
+def test_event_stream_limits_reach_the_operator(
+    events: dict[str, str], age: float, size: int
+) -> None:
+    from celeriac.operator.cli import build_parser
+
+    values = {"nats": {**NATS["nats"], "events": events}}
+    [container] = operator_deployment(render(values))["spec"]["template"]["spec"]["containers"]
+    parsed = build_parser().parse_args(container["args"])
+    assert (parsed.events_max_age, parsed.events_max_bytes) == (age, size)
+
+
 # values -> a piece of the message the user must see
 REJECTED: list[tuple[dict[str, Any], str]] = [
     ({**NATS, "operator": {"replicas": "two"}}, "/operator/replicas"),
@@ -215,6 +230,8 @@ REJECTED: list[tuple[dict[str, Any], str]] = [
     ({**NATS, "serviceAccount": {"create": False}}, "serviceAccount.name is required"),
     ({**NATS, "operator": {"resources": {"limits": {"memory": "lots"}}}}, "memory"),
     ({"natsServer": {"enabled": "yes"}}, "/natsServer/enabled"),
+    ({"nats": {**NATS["nats"], "events": {"maxAge": "an hour"}}}, "/nats/events/maxAge"),
+    ({"nats": {**NATS["nats"], "events": {"maxBytes": "lots"}}}, "/nats/events/maxBytes"),
 ]  # fmt: skip
 
 
@@ -243,7 +260,7 @@ OPAQUE = {"resources", "podSecurityContext", "securityContext"}
 # Groups explain themselves through their commented children.
 GROUPS = {"operator", "image", "leaderElection", "livenessProbe", "readinessProbe",
           "serviceAccount", "rbac", "nats", "credentials", "natsServer", "jetstream",
-          "persistence"}  # fmt: skip
+          "persistence", "dashboard", "service", "auth"}  # fmt: skip
 
 
 def _uncommented_keys(text: str) -> list[str]:

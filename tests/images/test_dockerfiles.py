@@ -130,6 +130,14 @@ def test_operator_image_runs_what_the_chart_runs(installed: Path, tmp_path: Path
     assert "--nats-url" in proc.stdout and "--lease-name" in proc.stdout
 
 
+def test_operator_image_runs_the_charts_dashboard(installed: Path, tmp_path: Path) -> None:
+    dashboard = (ROOT / "helm" / "celeriac" / "templates" / "dashboard.yaml").read_text()
+    assert "command: [celeriac, dashboard, --host, 0.0.0.0, --port" in dashboard
+    proc = run_installed(installed, "dashboard", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--host" in proc.stdout and "--port" in proc.stdout and "--read-only" in proc.stdout
+
+
 def test_worker_image_runs_what_worker_pools_run(installed: Path, tmp_path: Path) -> None:
     ins = parse(IMAGES / "worker" / "Dockerfile")
     assert yaml.safe_load(value(ins, "ENTRYPOINT")) == ["celeriac"]
@@ -167,7 +175,10 @@ def test_extended_worker_image_finds_the_task_code(installed: Path, tmp_path: Pa
     assert str(installed) in proc.stdout  # the installed copy, not the checkout
 
 
-@pytest.mark.parametrize(("image", "extra"), [("worker", "worker"), ("operator", "operator")])
+# The operator image also runs the chart's dashboard.
+@pytest.mark.parametrize(
+    ("image", "extra"), [("worker", "worker"), ("operator", "operator,dashboard")]
+)
 def test_images_install_their_extra_and_no_local_environment(
     installed: Path, image: str, extra: str
 ) -> None:

@@ -184,3 +184,22 @@ def test_a_spec_change_changes_the_template() -> None:
 )
 def test_drain_timeout_leaves_a_margin_of_the_grace_period(grace: int, drain: float) -> None:
     assert manifests.drain_timeout(grace) == drain
+
+
+@pytest.mark.parametrize(
+    ("log_format", "user_env", "expected"),
+    [
+        ("text", [], None),  # the worker's default: the template stays as it was
+        ("json", [], "json"),
+        ("json", [{"name": "CELERIAC_LOG_FORMAT", "value": "text"}], "text"),  # the pool's own
+    ],
+)
+def test_workers_log_in_the_operators_format(
+    log_format: str, user_env: list[dict[str, str]], expected: str | None
+) -> None:
+    dep = worker_deployment(
+        POOL, spec(env=user_env), nats_url=NATS, replicas=1, log_format=log_format
+    )
+    assert env_of(dep).get("CELERIAC_LOG_FORMAT") == expected
+    names = [e["name"] for e in container(dep)["env"]]
+    assert names.count("CELERIAC_LOG_FORMAT") == (0 if expected is None else 1)

@@ -76,11 +76,26 @@ def test_wheel_holds_the_sdk_worker_and_operator_but_not_the_local_environment(
     assert tops == {"celeriac"}
     assert "celeriac/worker_runtime/worker.py" in names
     assert "celeriac/operator/handlers.py" in names
+    # Every package of the source tree is in the wheel, with the dashboard's page.
+    sources = Path(__file__).resolve().parents[2] / "celeriac"
+    packages = {
+        p.parent.relative_to(sources.parent).as_posix() for p in sources.rglob("__init__.py")
+    }
+    assert packages <= {n.rsplit("/", 1)[0] for n in names}
+    assert "celeriac/dashboard/static/index.html" in names
     assert not [n for n in names if "devenv" in n]
     requires = metadata.get_all("Requires-Dist") or []
     base = sorted(r.split(">")[0] for r in requires if "extra ==" not in r)
     assert base == ["cronsim", "nats-py", "pydantic"]
-    assert set(metadata.get_all("Provides-Extra") or []) >= {"worker", "operator", "cli"}
+    assert set(metadata.get_all("Provides-Extra") or []) >= {
+        "worker",
+        "operator",
+        "cli",
+        "otel",
+        "dashboard",
+    }
+    otel = [r.split(";")[0].replace(" ", "") for r in requires if 'extra == "otel"' in r]
+    assert otel == ["opentelemetry-api>=1.25"]
 
 
 def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) -> None:
@@ -91,6 +106,10 @@ def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) ->
     listed = run(venv / "bin" / "python", "-m", "pip", "list", "--format=freeze").lower()
     assert "pydantic==" in listed and "nats-py==" in listed and "cronsim==" in listed
     assert "kopf" not in listed and "kubernetes" not in listed and "aiohttp" not in listed
+    # Without the otel extra, tracing is off and the SDK never touches OpenTelemetry.
+    assert "opentelemetry" not in listed
+    off = "import celeriac.tracing as t; print(t.ENABLED)"
+    assert run(venv / "bin" / "python", "-c", off).strip() == "False"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +122,8 @@ def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) ->
         (["-m", "celeriac", "operator"], "operator"),
         (["-m", "celeriac", "status"], "cli"),
         (["-m", "celeriac", "inspect", "workers"], "cli"),
+        (["-m", "celeriac", "dlq", "list"], "cli"),
+        (["-m", "celeriac", "dashboard"], "dashboard"),
     ],
 )
 def test_worker_and_operator_name_their_extra(venv: Path, argv: list[str], extra: str) -> None:

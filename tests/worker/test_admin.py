@@ -1,5 +1,6 @@
-"""``celeriac status | inspect workers | result | revoke | purge`` against a real NATS and
-real workers, run as a user runs them (a subprocess); errors are one plain sentence."""
+"""``celeriac status | inspect workers | active | registered | result | revoke | purge``
+against a real NATS and real workers, run as a user runs them (a subprocess); errors are
+one plain sentence."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from celeriac.app import Celeriac
 from celeriac.broker import Broker
 from celeriac.protocol.states import TaskState
 from celeriac.protocol.workers import WORKER_NAME_ENV
-from tests.support import StartWorker, await_until
+from tests.support import WORKER_APPS, StartWorker, WorkerApp, await_until
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +140,40 @@ async def test_an_unreachable_server_is_one_sentence() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("celeriac: cannot connect to NATS at nats://127.0.0.1:9")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("worker_app", [WorkerApp("dlqtasks", WORKER_APPS)])
+async def test_inspect_active_and_registered(
+    *, start_worker: StartWorker, client: Celeriac, broker: Broker, queue: str, nats_url: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await broker.ensure_queue(queue)
+    name = f"busy-{uuid.uuid4().hex[:8]}"
+    start_worker(queue, env={WORKER_NAME_ENV: name})
+    release = tmp_path / "release"
+    blocked = await client.asend_task("d.block", [str(release)], queue=queue)
+
+    async def active() -> list[dict[str, Any]] | None:
+        out = json.loads(await ok("inspect", "active", "-o", "json", nats_url=nats_url))
+        mine = [w for w in out if w["worker"] == name]
+        return mine[0]["active"] if mine and mine[0]["active"] else None
+
+    # The record is at most one heartbeat old: wait for the one that lists the task.
+    [running] = await await_until(active, timeout=30, what="the blocked task listed")
+    assert (running["id"], running["task"], running["queue"]) == (blocked.id, "d.block", queue)
+    table = await ok("inspect", "active", nats_url=nats_url)
+    assert blocked.id in table and "d.block" in table and "running for" in table
+
+    registered = json.loads(await ok("inspect", "registered", "-o", "json", nats_url=nats_url))
+    [mine] = [w for w in registered if w["worker"] == name]
+    assert mine["registered"] == ["d.add", "d.block", "d.until_file"]
+    assert "d.until_file" in await ok("inspect", "registered", nats_url=nats_url)
+
+    release.touch()
+    assert await blocked.aget(timeout=30) == "released"
+
+    async def idle() -> bool:
+        out = json.loads(await ok("inspect", "active", "-o", "json", nats_url=nats_url))
+        return any(w["worker"] == name and not w["active"] for w in out)
+
+    await await_until(idle, timeout=30, what="the worker idle again")

@@ -18,7 +18,12 @@ from celeriac.app import Celeriac
 from celeriac.broker import Broker
 from celeriac.exceptions import TaskError
 from celeriac.protocol import names
-from celeriac.protocol.workers import WORKER_NAME_ENV, WORKERS_TTL_SECONDS, WorkerRecord
+from celeriac.protocol.workers import (
+    WORKER_NAME_ENV,
+    WORKERS_TTL_SECONDS,
+    ActiveTask,
+    WorkerRecord,
+)
 from tests.support import StartWorker, await_until
 
 pytestmark = pytest.mark.integration
@@ -81,3 +86,22 @@ async def test_a_killed_workers_record_expires(
         return await record_of(broker, name) is None
 
     await await_until(gone, timeout=WORKERS_TTL_SECONDS + 30, what="the record to expire")
+
+
+def test_a_record_without_the_task_lists_still_reads() -> None:
+    # What workers wrote before records listed their tasks: the lists default to empty.
+    older = (
+        b'{"v":1,"name":"pod-a","hostname":"h","pid":7,"version":"0.1.0","queues":["q"],'
+        b'"pool":"asyncio","concurrency":2,"running":1,"succeeded":0,"failed":0,"retried":0,'
+        b'"state":"running","started":"2026-01-01T00:00:00Z","seen":"2026-01-01T00:00:10Z"}'
+    )
+    record = WorkerRecord.model_validate_json(older)
+    assert (record.running, record.active, record.registered) == (1, [], [])
+    again = WorkerRecord.model_validate_json(
+        record.model_copy(
+            update={"active": [ActiveTask(id="t", task="x.y", queue="q", started=record.seen)],
+                    "registered": ["x.y"]}
+        ).dumps()
+    )  # fmt: skip
+    assert again.active[0].id == "t" and again.active[0].started == record.seen
+    assert again.registered == ["x.y"]
