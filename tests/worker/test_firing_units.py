@@ -325,6 +325,8 @@ def test_states_round_trip_through_json() -> None:
 
 
 class FakeDelivery:
+    queue = "q"
+
     def __init__(self) -> None:
         self.settled: list[tuple[str, float | None]] = []
 
