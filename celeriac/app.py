@@ -22,6 +22,7 @@ from celeriac.natsauth import NatsAuth
 from celeriac.planning import Plan
 from celeriac.protocol import jetstream, names
 from celeriac.protocol.periodic import PeriodicTask
+from celeriac.protocol.signing import SigningKeys, as_keys, keys_from_env
 from celeriac.submitting import prepare
 from celeriac.syncbridge import refuse_inside_event_loop
 from celeriac.task import Task, TaskOptions
@@ -75,6 +76,7 @@ class Celeriac:
         nats_credentials: str | None = None,
         nats_auth: NatsAuth | None = None,
         connect_timeout: float | None = None,
+        signing_keys: SigningKeys | str | Iterable[tuple[str, bytes]] | None = None,
     ) -> None:
         if result_ttl < 0:
             raise ValueError(f"result_ttl must be >= 0 seconds (0 keeps results), not {result_ttl}")
@@ -93,6 +95,12 @@ class Celeriac:
             default_queue=names.check_queue_name(default_queue),
             connect_timeout=connect_timeout_from(
                 connect_timeout, os.environ.get(ENV_CONNECT_TIMEOUT)
+            ),
+            # CELERIAC_SIGNING_KEYS or _FILE, as the operator mounts them into worker pods.
+            signing_keys=(
+                keys_from_env(os.environ)
+                if signing_keys is None
+                else as_keys(signing_keys, "signing_keys")
             ),
         )
         self.tasks: dict[str, Task] = {}
@@ -128,6 +136,16 @@ class Celeriac:
         """Seconds the first connect to NATS may take before a call fails (later
         outages are waited out by reconnecting)."""
         return self.client.connect_timeout
+
+    @property
+    def signing_keys(self) -> SigningKeys | None:
+        """The keys task messages are signed with (the first) and, on a worker, checked
+        against (all); None: unsigned. Set it before the app is first used."""
+        return self.client.signing_keys
+
+    @signing_keys.setter
+    def signing_keys(self, value: SigningKeys | None) -> None:
+        self.client.signing_keys = value
 
     @property
     def default_queue(self) -> str:

@@ -33,6 +33,7 @@ from celeriac.natsauth import NO_AUTH, NatsAuth
 from celeriac.pipelining import publish_pipelined
 from celeriac.protocol import names
 from celeriac.protocol.envelope import TaskMessage
+from celeriac.protocol.signing import SigningKeys
 from celeriac.pubacks import PubAcks
 from celeriac.publishing import Publication, task_publication
 from celeriac.results import ResultStore
@@ -66,8 +67,11 @@ class Broker:
         declare: bool,
         result_ttl: float,
         connection: Connection,
+        signing_keys: SigningKeys | None = None,
     ) -> None:
         self.nc = nc
+        # Sign every task published (None: unsigned, at no cost); see protocol.signing.
+        self.signing_keys = signing_keys
         self.connection = connection  # fed by nc's callbacks (see ``connect``)
         self.js: JetStreamContext = nc.jetstream()
         self.declarer = Declarer(self.js, declare=declare)
@@ -84,6 +88,7 @@ class Broker:
         result_ttl: float,
         auth: NatsAuth = NO_AUTH,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        signing_keys: SigningKeys | None = None,
     ) -> Broker:
         """Connect to ``url`` within ``connect_timeout`` seconds, else raise ``CeleriacError``.
 
@@ -126,7 +131,13 @@ class Broker:
             await abandon(nc, connection)
             raise
         connection.opened()
-        return cls(nc, declare=declare, result_ttl=result_ttl, connection=connection)
+        return cls(
+            nc,
+            declare=declare,
+            result_ttl=result_ttl,
+            connection=connection,
+            signing_keys=signing_keys,
+        )
 
     async def close(self) -> None:
         """Flush what is buffered and close the connection."""
@@ -175,7 +186,7 @@ class Broker:
             raise self._publish_error({message.id: exc}, total=1) from exc
 
     async def _send(self, item: Delayed, info: QueueInfo) -> None:
-        pub = _publication(item, info)
+        pub = _publication(item, info, self.signing_keys)
         with tracing.sending(item.message, pub):
             await self._publish(pub)
 
@@ -209,7 +220,8 @@ class Broker:
             queue = item.message.queue
             if queue not in infos:
                 infos[queue] = await self._queue_info(queue, ids)
-        pubs = [_publication(item, infos[item.message.queue]) for item in items]
+        keys = self.signing_keys
+        pubs = [_publication(item, infos[item.message.queue], keys) for item in items]
         with tracing.sending_many(items, pubs) as report:
             try:
                 errors = await self._publish_pipelined(pubs)
@@ -278,9 +290,9 @@ class Broker:
         )
 
 
-def _publication(item: Delayed, info: QueueInfo) -> Publication:
+def _publication(item: Delayed, info: QueueInfo, keys: SigningKeys | None) -> Publication:
     """The publish for ``item`` on its (declared) queue; refuses a delay it cannot hold."""
-    pub = task_publication(item.message, due_time(item.countdown, item.eta))
+    pub = task_publication(item.message, due_time(item.countdown, item.eta), keys)
     if pub.scheduled and not info.schedules:
         raise ScheduleNotSupported(
             f"countdown/eta need JetStream message schedules, but stream "

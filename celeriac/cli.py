@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("celeriac.worker_runtime.cli", "worker", "run a worker that consumes queues"),
     "operator": ("celeriac.operator.cli", "operator", "run the Kubernetes operator"),
     "dashboard": ("celeriac.dashboard", "dashboard", "serve a live web dashboard"),
+    "gateway": ("celeriac.gateway", "gateway", "serve the HTTP gateway: tasks and webhooks"),
+    "webhooks": ("celeriac.worker_runtime.webhookcli", "worker", "deliver completion webhooks"),
 }
 SCHEDULE_HELP = "manage periodic tasks: sync, list, trigger, suspend, resume, delete"
 # Admin commands (celeriac.admin, the 'cli' extra): command -> help.

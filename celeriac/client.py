@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
 from celeriac.natsauth import NatsAuth
 from celeriac.planning import Plan, execute
+from celeriac.protocol.signing import SigningKeys
 from celeriac.syncbridge import SyncBridge
 
 T = TypeVar("T")
@@ -34,6 +35,7 @@ class Client:
         result_ttl: float,
         default_queue: str,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        signing_keys: SigningKeys | None = None,
     ) -> None:
         self.name = name
         self.nats_url = nats_url
@@ -42,6 +44,7 @@ class Client:
         self.result_ttl = result_ttl
         self.default_queue = default_queue
         self.connect_timeout = connect_timeout
+        self.signing_keys = signing_keys
         self._brokers: dict[asyncio.AbstractEventLoop, asyncio.Future[Broker]] = {}
         self._lock = threading.Lock()
         self._bridge = SyncBridge(name)
@@ -67,6 +70,7 @@ class Client:
                         result_ttl=self.result_ttl,
                         auth=self.auth,
                         connect_timeout=self.connect_timeout,
+                        signing_keys=self.signing_keys,
                     ),
                     context=contextvars.Context(),
                 )

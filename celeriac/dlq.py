@@ -5,6 +5,9 @@ streams (``CELERIAC_DLQ_<queue>``) when asked. Listing is bounded: it walks a st
 backwards by sequence, one stored message at a time, and stops after ``limit``
 letters (or ``SCAN_LIMIT`` messages read when filtering), never loading a stream.
 
+A ``webhook_failed`` letter holds a webhook delivery job, not a task: its replay
+publishes the job again for ``celeriac webhooks`` to deliver (the task does not run).
+
 A replay publishes the original message again on its queue's task subject, under a
 fresh ``Nats-Msg-Id`` (the task id would be dropped as a duplicate inside the
 stream's duplicate window), resets a final result stored under the task id to
@@ -33,7 +36,9 @@ from pydantic import ValidationError
 from celeriac.inspection import UnknownQueueError
 from celeriac.protocol import names
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
+from celeriac.protocol.signing import HDR_SIGNATURE, SigningKeys
 from celeriac.protocol.states import TaskState
+from celeriac.protocol.webhooks import WebhookJob, webhook_subject
 
 #: Most stored messages one listing (or a lookup by task id) reads while filtering.
 SCAN_LIMIT = 10_000
@@ -49,6 +54,8 @@ _HOPELESS = {
     DeadLetterReason.UNSUPPORTED_VERSION: "the original speaks a protocol version "
     "workers do not support",
 }
+# Sending these again would vouch (with the replayer's key) for a message nobody vouched for.
+_UNVERIFIED = (DeadLetterReason.UNSIGNED, DeadLetterReason.BAD_SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -268,17 +275,23 @@ def _original(letter: DeadLetter) -> bytes:
     return letter.original.encode()
 
 
-def _headers(entry: DeadLetterEntry, message: TaskMessage) -> dict[str, str]:
-    """The original headers, minus those the server acts on, under a fresh message id."""
+def _headers(
+    entry: DeadLetterEntry, message: TaskMessage, body: bytes, keys: SigningKeys | None
+) -> dict[str, str]:
+    """The original headers, minus those the server acts on, under a fresh message id;
+    signed anew with ``keys`` (the old signature covered the old id)."""
     kept = {k: v for k, v in entry.letter.original_headers.items()
-            if not k.lower().startswith("nats-")}  # fmt: skip
-    return {
+            if not k.lower().startswith("nats-") and k != HDR_SIGNATURE}  # fmt: skip
+    headers = {
         **kept,
         names.HDR_TASK: message.task,
         names.HDR_PROTOCOL: str(message.v),
         names.HDR_MSG_ID: f"{message.id}.replay.{os.urandom(8).hex()}",
         HDR_REPLAY_OF: entry.ref,
     }
+    if keys is not None:
+        headers[HDR_SIGNATURE] = keys.sign(entry.queue, headers[names.HDR_MSG_ID], body)
+    return headers
 
 
 async def _revoked(js: JetStreamContext, task_id: str) -> str | None:
@@ -306,6 +319,11 @@ def replayable(letter: DeadLetter, now: datetime) -> TaskMessage | str:
         )
     if letter.reason in _HOPELESS:
         return f"{_HOPELESS[letter.reason]}; it would be dead-lettered again"
+    if letter.reason in _UNVERIFIED:
+        return (
+            "its signature did not verify, so where it came from is unknown; it is not "
+            "sent again (have its producer send it, signed)"
+        )
     try:
         message = TaskMessage.model_validate_json(_original(letter))
     except (ValidationError, ValueError):
@@ -353,18 +371,48 @@ async def _final_revision(js: JetStreamContext, task_id: str) -> int | None:
     return entry.revision if record.state.ready else None
 
 
-async def _replay_one(js: JetStreamContext, entry: DeadLetterEntry, dry_run: bool) -> Replay:
+def webhook_job(letter: DeadLetter) -> WebhookJob | str:
+    """The webhook delivery job a ``webhook_failed`` letter holds, or why it cannot be sent."""
+    if letter.original_truncated:
+        return "the original job was truncated to fit the letter; it cannot be sent again"
+    try:
+        return WebhookJob.model_validate_json(_original(letter))
+    except (ValidationError, ValueError):
+        return "the original is not a valid webhook job"
+
+
+async def _replay_webhook(js: JetStreamContext, entry: DeadLetterEntry, dry_run: bool) -> Replay:
+    """Queue a failed webhook delivery again: a new job with the same ``webhook-id``."""
+    job = webhook_job(entry.letter)
+    if isinstance(job, str):
+        return Replay(entry, ReplayOutcome.SKIPPED, job, None)
+    if dry_run:
+        return Replay(entry, ReplayOutcome.WOULD_REPLAY, None, job.task_id)
+    headers = {names.HDR_MSG_ID: f"{job.id}.replay.{os.urandom(8).hex()}", HDR_REPLAY_OF: entry.ref}
+    await js.publish(webhook_subject(job.queue), job.dumps(), timeout=PUBLISH_TIMEOUT,
+                     headers=headers)  # fmt: skip
+    with contextlib.suppress(NotFoundError):
+        await js.delete_msg(names.dead_letter_stream_name(entry.queue), entry.sequence)
+    return Replay(entry, ReplayOutcome.REPLAYED, None, job.task_id)
+
+
+async def _replay_one(
+    js: JetStreamContext, entry: DeadLetterEntry, dry_run: bool, keys: SigningKeys | None
+) -> Replay:
+    if entry.letter.reason is DeadLetterReason.WEBHOOK_FAILED:
+        return await _replay_webhook(js, entry, dry_run)
     checked = await _check(js, entry)
     if isinstance(checked, str):
         return Replay(entry, ReplayOutcome.SKIPPED, checked, None)
     if dry_run:
         return Replay(entry, ReplayOutcome.WOULD_REPLAY, None, checked.id)
     revision = await _final_revision(js, checked.id)
+    body = _original(entry.letter)
     await js.publish(
         names.task_subject(entry.queue),
-        _original(entry.letter),
+        body,
         timeout=PUBLISH_TIMEOUT,
-        headers=_headers(entry, checked),
+        headers=_headers(entry, checked, body, keys),
     )
     await _reset_result(js, checked, revision)
     with contextlib.suppress(NotFoundError):  # deleted meanwhile (a replay, a purge)
@@ -373,13 +421,19 @@ async def _replay_one(js: JetStreamContext, entry: DeadLetterEntry, dry_run: boo
 
 
 async def replay(
-    js: JetStreamContext, entries: Sequence[DeadLetterEntry], *, dry_run: bool = False
+    js: JetStreamContext,
+    entries: Sequence[DeadLetterEntry],
+    *,
+    dry_run: bool = False,
+    keys: SigningKeys | None = None,
 ) -> list[Replay]:
     """Send each letter's original task again; delete the letter once JetStream has it.
 
     SKIPPED (with a sentence) when replaying cannot help: the original was truncated,
     is malformed or of an unsupported version, its queue is gone, or its task id is
-    revoked or expired. ``dry_run`` says WOULD_REPLAY or SKIPPED and changes nothing.
+    revoked or expired, or its signature did not verify. Each is signed anew with
+    ``keys``, when given, as a new publish. ``dry_run`` says WOULD_REPLAY or SKIPPED
+    and changes nothing.
     A publish that fails keeps its letter; the ones after it are not tried.
     """
     done: list[Replay] = []
@@ -389,7 +443,7 @@ async def replay(
             done.append(Replay(entry, ReplayOutcome.SKIPPED, failure, None))
             continue
         try:
-            done.append(await _replay_one(js, entry, dry_run))
+            done.append(await _replay_one(js, entry, dry_run, keys))
         except (NatsError, TimeoutError) as exc:
             why = f"publishing failed ({type(exc).__name__}: {exc}); the letter is kept"
             done.append(Replay(entry, ReplayOutcome.SKIPPED, why, None))

@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "operator": ("kopf", "kubernetes", "aiohttp", "prometheus_client", "yaml"),
     "cli": ("click", "rich"),
     "dashboard": ("starlette", "uvicorn"),
+    "gateway": ("fastapi", "uvicorn", "prometheus_client", "yaml", "standardwebhooks"),
     # Optional at run time: without it, tracing is off (celeriac.tracing).
     "otel": ("opentelemetry",),
 }

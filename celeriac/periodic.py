@@ -35,6 +35,7 @@ from celeriac.protocol.periodic import (
     check_schedule_name,
     run_id,
 )
+from celeriac.protocol.signing import HDR_SIGNATURE, SigningKeys, periodic_id
 
 HDR_SUSPENDED = "Celeriac-Suspended"  # on the plain message that keeps a suspended definition
 HDR_TTL = "Nats-TTL"
@@ -233,8 +234,23 @@ def run_window(p: PeriodicTask, slot: datetime) -> timedelta:
     return cron.next_fire(p.cron, None, p.time_zone, slot) - slot
 
 
-def schedule_message(p: PeriodicTask) -> tuple[str, dict[str, str], bytes]:
-    """The subject, headers and body of ``p``'s schedule message.
+def schedule_signature(p: PeriodicTask, keys: SigningKeys) -> str:
+    """The ``Celeriac-Signature`` of ``p``'s schedule message, signed under
+    ``periodic.<name>``: the server copies it onto each fire, which then verifies."""
+    return keys.sign(p.queue, periodic_id(p.name), p.dumps())
+
+
+def _signed(headers: dict[str, str], signature: str | None) -> dict[str, str]:
+    if signature is not None:
+        headers[HDR_SIGNATURE] = signature
+    return headers
+
+
+def schedule_message(
+    p: PeriodicTask, signature: str | None = None
+) -> tuple[str, dict[str, str], bytes]:
+    """The subject, headers and body of ``p``'s schedule message (with ``signature``,
+    from ``schedule_signature``, when the publisher signs).
 
     No ``Nats-Msg-Id``: the server would silently drop a changed definition published
     under the same id inside the duplicate window.
@@ -248,13 +264,16 @@ def schedule_message(p: PeriodicTask) -> tuple[str, dict[str, str], bytes]:
     headers[HDR_SCHEDULE_TTL] = f"{ttl_seconds(p)}s"
     headers[HDR_TTL] = KEEP_FOREVER
     headers[HDR_PERIODIC] = p.name
-    return p.subject, headers, p.dumps()
+    return p.subject, _signed(headers, signature), p.dumps()
 
 
-def suspended_message(p: PeriodicTask) -> tuple[str, dict[str, str], bytes]:
-    """The plain message that keeps ``p`` while it is suspended: no ``Nats-Schedule``."""
+def suspended_message(
+    p: PeriodicTask, signature: str | None = None
+) -> tuple[str, dict[str, str], bytes]:
+    """The plain message that keeps ``p`` while it is suspended: no ``Nats-Schedule``.
+    It keeps the signature too, for the schedule message that resumes it."""
     headers = {HDR_TTL: KEEP_FOREVER, HDR_PERIODIC: p.name, HDR_SUSPENDED: "1"}
-    return p.subject, headers, p.dumps()
+    return p.subject, _signed(headers, signature), p.dumps()
 
 
 def is_suspended(headers: dict[str, str] | None) -> bool:
@@ -315,11 +334,15 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def catch_up_message(p: PeriodicTask, slot: datetime) -> tuple[str, dict[str, str], bytes]:
+def catch_up_message(
+    p: PeriodicTask, slot: datetime, signature: str | None = None
+) -> tuple[str, dict[str, str], bytes]:
     """The subject, headers and body of a catch-up fire of ``p`` for ``slot``.
 
     It reaches the workers as a fire does, so its run is the slot's one run, whichever
     of the two comes first. Its message id makes a second request for the slot a no-op.
+    It carries the stored schedule's ``signature``: the same body, under the same
+    ``periodic.<name>``, so it verifies as the regular fires do.
     """
     at = slot.astimezone(UTC).isoformat().replace("+00:00", "Z")
     headers = {
@@ -327,4 +350,4 @@ def catch_up_message(p: PeriodicTask, slot: datetime) -> tuple[str, dict[str, st
         HDR_CATCH_UP: at,
         "Nats-Msg-Id": f"catch-up.{run_id(p.name, slot)}",
     }
-    return names.task_subject(p.queue), headers, p.dumps()
+    return names.task_subject(p.queue), _signed(headers, signature), p.dumps()

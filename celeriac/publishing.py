@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from celeriac.protocol import names
 from celeriac.protocol.envelope import TaskMessage
+from celeriac.protocol.signing import HDR_SIGNATURE, SigningKeys
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def task_publication(message: TaskMessage, due: datetime | None = None) -> Publication:
+def task_publication(
+    message: TaskMessage, due: datetime | None = None, keys: SigningKeys | None = None
+) -> Publication:
     """The publish that enqueues ``message``, now or (``due`` given) as a message schedule.
 
     The task id is the ``Nats-Msg-Id``, so the stream drops a resubmission inside its
@@ -47,9 +50,12 @@ def task_publication(message: TaskMessage, due: datetime | None = None) -> Publi
         names.HDR_TASK: message.task,
         names.HDR_PROTOCOL: str(message.v),
     }
+    payload = message.dumps()
+    if keys is not None:  # under the task id: Nats-Msg-Id, or a delayed task's last token
+        headers[HDR_SIGNATURE] = keys.sign(message.queue, message.id, payload)
     subject = names.task_subject(message.queue)
     if due is not None:
         headers[names.HDR_SCHEDULE] = f"@at {rfc3339(due)}"
         headers[names.HDR_SCHEDULE_TARGET] = subject
         subject = names.schedule_subject(message.queue, message.id)
-    return Publication(subject=subject, payload=message.dumps(), headers=headers)
+    return Publication(subject=subject, payload=payload, headers=headers)

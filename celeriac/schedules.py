@@ -59,7 +59,7 @@ async def publish_schedule(broker: Broker, p: PeriodicTask) -> Change:
             f"periodic task {p.name!r}: stream {names.stream_name(p.queue)} does not allow "
             "message schedules (nats-server 2.14+ and allow_msg_schedules are required)"
         )
-    return await store(broker.js, p)
+    return await store(broker.js, p, keys=broker.signing_keys)
 
 
 async def trigger(broker: Broker, queue: str, name: str) -> str:

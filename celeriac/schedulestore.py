@@ -29,6 +29,7 @@ from celeriac.periodic import (
     is_suspended,
     pattern,
     schedule_message,
+    schedule_signature,
     suspended_message,
 )
 from celeriac.protocol import names
@@ -39,6 +40,7 @@ from celeriac.protocol.periodic import (
     check_schedule_name,
     schedule_subject,
 )
+from celeriac.protocol.signing import HDR_SIGNATURE, SigningKeys
 from celeriac.protocol.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class ScheduleInfo:
     next_fire: datetime | None  # None while suspended
     state: ScheduleState | None  # None until a worker has handled a fire
     stored_at: datetime | None = None  # when the schedule message was written
+    # Its Celeriac-Signature, kept through suspend and resume and put on catch-up fires.
+    signature: str | None = None
 
     @property
     def name(self) -> str:
@@ -142,24 +146,32 @@ def _same(stored: RawStreamMsg, wanted: dict[str, str], payload: bytes) -> bool:
 # On JetStream ------------------------------------------------------------------------------
 
 
-async def store(js: JetStreamContext, p: PeriodicTask, *, suspend: bool | None = None) -> Change:
+async def store(
+    js: JetStreamContext,
+    p: PeriodicTask,
+    *,
+    suspend: bool | None = None,
+    keys: SigningKeys | None = None,
+) -> Change:
     """Store ``p`` as its queue's schedule; the queue's stream must exist.
 
     A schedule already stored as given is left alone, so storing it again does not
     restart an ``every`` schedule's phase. ``suspend`` None keeps a stored schedule
-    suspended or active as it is (a new one is active); True or False sets it.
+    suspended or active as it is (a new one is active); True or False sets it. With
+    ``keys`` it is signed, so its fires verify on workers that check signatures.
     """
     stored = await _last(js, p.queue, p.name)
     was_suspended = stored is not None and is_suspended(stored.headers)
+    signature = schedule_signature(p, keys) if keys is not None else None
     if suspend if suspend is not None else was_suspended:
-        _, headers, payload = suspended_message(p)
+        _, headers, payload = suspended_message(p, signature)
         if stored is not None and _same(stored, headers, payload):
             return Change.UNCHANGED
         await _store_plain(js, p, headers, payload)
         if stored is None:
             return Change.CREATED
         return Change.SUSPENDED if was_suspended else Change.UPDATED
-    subject, headers, payload = schedule_message(p)
+    subject, headers, payload = schedule_message(p, signature)
     if stored is not None and _same(stored, headers, payload):
         return Change.UNCHANGED
     await _publish(js, p, subject, headers, payload)
@@ -280,7 +292,8 @@ def _info(msg: RawStreamMsg, state: ScheduleState | None, now: datetime) -> Sche
         upcoming = None if suspended else _next_fire(p, state, msg.time, now)
     except ValueError:  # a cron or zone this SDK cannot evaluate
         upcoming = None
-    return ScheduleInfo(p, suspended, upcoming, state, msg.time)
+    signature = (msg.headers or {}).get(HDR_SIGNATURE)
+    return ScheduleInfo(p, suspended, upcoming, state, msg.time, signature)
 
 
 def _next_fire(
@@ -361,7 +374,7 @@ async def suspend_schedule(js: JetStreamContext, queue: str, name: str) -> bool:
     info = await find_schedule(js, name, queue)
     if info.suspended:
         return False
-    _, headers, payload = suspended_message(info.periodic)
+    _, headers, payload = suspended_message(info.periodic, info.signature)
     await _store_plain(js, info.periodic, headers, payload)
     return True
 
@@ -375,7 +388,7 @@ async def resume_schedule(js: JetStreamContext, queue: str, name: str) -> bool:
     info = await find_schedule(js, name, queue)
     if not info.suspended:
         return False
-    subject, headers, payload = schedule_message(info.periodic)
+    subject, headers, payload = schedule_message(info.periodic, info.signature)
     await _publish(js, info.periodic, subject, headers, payload)
     return True
 
@@ -399,7 +412,10 @@ async def run_state(js: JetStreamContext, task_id: str) -> TaskState | None:
         return None
 
 
-async def request_catch_up(js: JetStreamContext, p: PeriodicTask, slot: datetime) -> None:
-    """Ask the workers for ``slot``'s run (see ``celeriac.periodic.missed_slot``)."""
-    subject, headers, payload = catch_up_message(p, slot)
+async def request_catch_up(
+    js: JetStreamContext, p: PeriodicTask, slot: datetime, signature: str | None = None
+) -> None:
+    """Ask the workers for ``slot``'s run (see ``celeriac.periodic.missed_slot``), with
+    the stored schedule's ``signature`` (``ScheduleInfo.signature``)."""
+    subject, headers, payload = catch_up_message(p, slot, signature)
     await js.publish(subject, payload, timeout=STORE_TIMEOUT, headers=headers)

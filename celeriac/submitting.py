@@ -17,6 +17,7 @@ from typing import Any
 from celeriac.protocol import names
 from celeriac.protocol.arguments import check_arguments
 from celeriac.protocol.envelope import ChordRef, Signature, TaskMessage
+from celeriac.protocol.webhooks import webhook_target
 
 # The variant nibble of a version 4 UUID is 10xx: one of these, picked by two random bits.
 _VARIANT = "89ab"
@@ -88,6 +89,8 @@ class Submission:
     max_retries: int | None = None
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    # A URL or {url, events, secret}: see protocol.webhooks.
+    webhook: Any = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ _CHECKS: dict[str, Callable[[str, Any], object]] = {
     "max_retries": _check_count,
     "time_limit": _check_limit,
     "soft_time_limit": _check_limit,
+    "webhook": lambda _, value: webhook_target(value),
 }
 
 #: Delivery options every submit call and every signature accepts, in every spelling.
@@ -258,6 +262,7 @@ def build_message(sub: Submission) -> TaskMessage:
         "max_retries": sub.max_retries,
         "time_limit": sub.time_limit,
         "soft_time_limit": sub.soft_time_limit,
+        "webhook": webhook_target(sub.webhook) if sub.webhook is not None else None,
     }
     fields.update((key, value) for key, value in optional.items() if value is not None)
     return TaskMessage(**fields)

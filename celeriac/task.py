@@ -20,6 +20,7 @@ from celeriac.client import Client
 from celeriac.exceptions import Retry
 from celeriac.planning import Plan
 from celeriac.protocol.envelope import TaskMessage
+from celeriac.protocol.webhooks import webhook_target
 from celeriac.submitting import prepare
 from celeriac.syncbridge import refuse_inside_event_loop
 
@@ -36,6 +37,8 @@ class TaskOptions(TypedDict, total=False):
     soft_time_limit: float | None
     bind: bool
     ignore_result: bool
+    # Completion webhook: a URL or {url, events, secret} (protocol.webhooks).
+    webhook: str | Mapping[str, Any] | None
 
 
 @dataclass
@@ -132,6 +135,9 @@ class Task:
         self.soft_time_limit = options.get("soft_time_limit")
         self.bind = options.get("bind", False)
         self.ignore_result = options.get("ignore_result", False)
+        self.webhook = options.get("webhook")
+        if self.webhook is not None:
+            webhook_target(self.webhook)  # a mistake shows at import time, naming the option
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -171,7 +177,8 @@ class Task:
 
         Options: ``countdown`` (seconds), ``eta`` (datetime), ``expires`` (datetime or
         seconds), ``task_id``, ``queue``, ``headers`` (str -> str), ``ignore_result``,
-        ``max_retries``, ``time_limit``, ``soft_time_limit``.
+        ``max_retries``, ``time_limit``, ``soft_time_limit``, ``webhook`` (a URL or
+        {url, events, secret}: POSTed when the task settles, docs/webhooks.md).
         """
         refuse_inside_event_loop(f"{self.name}.apply_async()", f"{self.name}.aapply_async()")
         plan, result = self._plan(args, kwargs, options, "apply_async")
@@ -202,11 +209,14 @@ class Task:
         return Plan(items=[item]), AsyncResult(item.message.id, self.client)
 
     def _options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        # The task's own ignore_result unless the call says otherwise; False is the
-        # envelope's default and needs no entry.
+        # The task's own ignore_result and webhook unless the call says otherwise
+        # (webhook=None turns it off); False is the envelope's default and needs no entry.
+        merged = dict(options)
         if self.ignore_result and "ignore_result" not in options:
-            return {**options, "ignore_result": True}
-        return dict(options)
+            merged["ignore_result"] = True
+        if self.webhook is not None and "webhook" not in options:
+            merged["webhook"] = self.webhook
+        return merged
 
     # Canvas -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from celeriac.logformat import DEFAULT_LOG_FORMAT, LOG_FORMAT_ENV
 from celeriac.natsauth import AUTH_DIR_ENV
 from celeriac.protocol.podfields import quantity_text
 from celeriac.protocol.resources import API_VERSION, EnvVar, WorkerPoolSpec
+from celeriac.protocol.signing import ENV_KEYS_FILE
 from celeriac.protocol.workers import WORKER_NAME_ENV
 
 POOL_LABEL = "celeriac.io/pool"
@@ -23,6 +24,9 @@ CONTAINER_NAME = "worker"
 TMP_VOLUME = "tmp"
 CREDS_VOLUME = "nats-creds"
 CREDS_DIR = "/etc/celeriac/nats"
+SIGNING_VOLUME = "signing-keys"
+SIGNING_DIR = "/etc/celeriac/signing"
+SIGNING_FILE = f"{SIGNING_DIR}/keys"
 # A numeric non-root user, so runAsNonRoot holds for images whose USER is a name or root.
 DEFAULT_UID = 10001
 
@@ -127,6 +131,8 @@ def worker_env(
         ours[LOG_FORMAT_ENV] = {"name": LOG_FORMAT_ENV, "value": log_format}
     if spec.nats and spec.nats.credentials_secret:
         ours[AUTH_DIR_ENV] = {"name": AUTH_DIR_ENV, "value": CREDS_DIR}
+    if spec.signing_keys_secret is not None:
+        ours[ENV_KEYS_FILE] = {"name": ENV_KEYS_FILE, "value": SIGNING_FILE}
     user = [_env_var(v) for v in spec.env]
     user_names = {v["name"] for v in user}
     return [v for v in ours.values() if v["name"] not in user_names] + user
@@ -174,6 +180,10 @@ def worker_container(
         container["volumeMounts"].append(
             {"name": CREDS_VOLUME, "mountPath": CREDS_DIR, "readOnly": True}
         )
+    if spec.signing_keys_secret is not None:
+        container["volumeMounts"].append(
+            {"name": SIGNING_VOLUME, "mountPath": SIGNING_DIR, "readOnly": True}
+        )
     return container
 
 
@@ -182,6 +192,13 @@ def _volumes(spec: WorkerPoolSpec) -> list[dict[str, Any]]:
     if spec.nats and spec.nats.credentials_secret:
         volumes.append(
             {"name": CREDS_VOLUME, "secret": {"secretName": spec.nats.credentials_secret}}
+        )
+    if spec.signing_keys_secret is not None:
+        secret = spec.signing_keys_secret
+        # Only the one key, at a fixed path: the Secret's other keys stay out of the pod.
+        items = [{"key": secret.key, "path": "keys"}]
+        volumes.append(
+            {"name": SIGNING_VOLUME, "secret": {"secretName": secret.name, "items": items}}
         )
     return volumes
 

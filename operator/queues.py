@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from celeriac.operator import claims
 from celeriac.protocol import jetstream, names
+from celeriac.protocol.webhooks import QUEUE_WEBHOOK_KEY, WebhookTarget
 
 # Stream settings JetStream refuses to change on an existing stream.
 _STREAM_FIXED = ("storage", "retention")
@@ -67,14 +69,33 @@ def _differences(current: Any, wanted: dict[str, Any]) -> list[str]:
     return [k for k, v in wanted.items() if k != "name" and not _same(getattr(current, k), v)]
 
 
+def _with(
+    metadata: dict[str, str] | None, extra: Mapping[str, str | None]
+) -> dict[str, str] | None:
+    """``metadata`` with the ``extra`` keys set (a None value: removed)."""
+    merged = dict(metadata or {})
+    for key, value in extra.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged if merged or metadata else None
+
+
 async def _ensure_stream(
-    js: JetStreamContext, wanted: dict[str, Any], owner: str | None, report: QueueReport
+    js: JetStreamContext,
+    wanted: dict[str, Any],
+    owner: str | None,
+    report: QueueReport,
+    extra: Mapping[str, str | None] | None = None,
 ) -> None:
+    """Create or update a stream; ``extra`` metadata keys are set (None: removed)."""
     name = str(wanted["name"])
+    extra = extra or {}
     try:
         info = await js.stream_info(name)
     except NotFoundError:
-        metadata = claims.claimed(None, owner) if owner else None
+        metadata = _with(claims.claimed(None, owner) if owner else None, extra)
         await js.add_stream(StreamConfig(**wanted, metadata=metadata))
         report.created.append(f"stream {name}")
         return
@@ -91,12 +112,14 @@ async def _ensure_stream(
     have_owner = (info.config.metadata or {}).get(claims.OWNER_KEY)
     if owner and have_owner != owner:
         changed.append("owner")
+    have_metadata = info.config.metadata
+    changed += [key for key, value in extra.items() if (have_metadata or {}).get(key) != value]
     if not changed:
         return
     # An update replaces the whole config: metadata left out would be dropped.
-    have_metadata = info.config.metadata
-    wanted["metadata"] = (
-        claims.claimed(have_metadata, owner) if owner else claims.user_metadata(have_metadata)
+    wanted["metadata"] = _with(
+        claims.claimed(have_metadata, owner) if owner else claims.user_metadata(have_metadata),
+        extra,
     )
     try:
         await js.update_stream(StreamConfig(**wanted))
@@ -150,14 +173,18 @@ async def ensure_queue(
     *,
     bucket_replicas: int = 1,
     events: jetstream.EventsSettings | None = None,
+    webhook: WebhookTarget | None = None,
 ) -> QueueReport:
     """Create or update the work stream, dead-letter stream and consumer of ``queue``.
 
     With ``owner`` both streams record that TaskQueue's claim. Whether it may claim
     them is the caller's decision (:func:`claim_metadata`, :func:`claims.decide`).
+    The work stream's metadata holds the queue's default ``webhook`` (none: removed).
     """
     report = QueueReport()
-    await _ensure_stream(js, jetstream.work_stream_config(queue, settings), owner, report)
+    hook = {QUEUE_WEBHOOK_KEY: webhook.model_dump_json() if webhook is not None else None}
+    work = jetstream.work_stream_config(queue, settings)
+    await _ensure_stream(js, work, owner, report, hook)
     await _ensure_stream(js, jetstream.dead_letter_stream_config(queue, settings), owner, report)
     await _ensure_consumer(js, queue, settings, report)
     await ensure_buckets(js, report, bucket_replicas)

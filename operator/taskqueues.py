@@ -160,6 +160,7 @@ async def sync_queue(
             owner,
             bucket_replicas=memo.config.bucket_replicas,
             events=memo.config.events_settings(),
+            webhook=spec.webhooks.target() if spec.webhooks is not None else None,
         )
         return Outcome(claim, report, await queues.queue_stats(js, queue))
 

@@ -15,6 +15,7 @@ or ``Suspended``, else why not).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from celeriac.protocol import names
 from celeriac.protocol.kubeschema import parse_duration
 from celeriac.protocol.periodic import PeriodicTask
 from celeriac.protocol.resources import GROUP, VERSION, TaskScheduleSpec
+from celeriac.protocol.signing import SigningKeyError, SigningKeys, keys_from_env
 from celeriac.protocol.states import TaskState
 
 RESOURCE = (GROUP, VERSION, "taskschedules")
@@ -138,11 +140,20 @@ async def store(
     """Write the schedule as the spec says (removing it from a queue it moved off)."""
     js = await _jetstream(memo, spec)
     await _require_queue(js, p.queue)
-    change = await schedulestore.store(js, p, suspend=spec.suspend)
+    change = await schedulestore.store(js, p, suspend=spec.suspend, keys=_signing_keys())
     if old_queue and old_queue != p.queue:
         with contextlib.suppress(schedulestore.ScheduleNotFoundError):
             await schedulestore.delete_schedule(js, old_queue, p.name)
     return js, change
+
+
+def _signing_keys() -> SigningKeys | None:
+    """The operator's CELERIAC_SIGNING_KEYS(_FILE), read at each write so a rotated file
+    is taken up: schedules are signed with them, so their fires verify on the workers."""
+    try:
+        return keys_from_env(os.environ)
+    except SigningKeyError as exc:
+        raise CeleriacError(f"the operator's signing keys: {exc}") from None
 
 
 def _ready(spec: TaskScheduleSpec, p: PeriodicTask, generation: int | None) -> dict[str, Any]:
@@ -300,7 +311,7 @@ async def _catch_up(
     key = _iso(slot) or ""
     if key in requested:
         return
-    await schedulestore.request_catch_up(js, info.periodic, slot)
+    await schedulestore.request_catch_up(js, info.periodic, slot, info.signature)
     requested.add(key)
     message = f"slot {key} went by without a run (NATS was down?); asked the workers for one"
     logger.warning(message)

@@ -10,8 +10,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 if ! command -v go >/dev/null 2>&1; then
-    echo "setup: the Go toolchain (>= 1.25) is required to build the local Kubernetes," >&2
-    echo "       etcd, kwok, helm and nats-server from the Go module proxy" >&2
+    echo "setup: the Go toolchain (>= 1.26) is required to build the local Kubernetes," >&2
+    echo "       etcd, kwok, helm, nats-server and the Go client example from the Go module proxy" >&2
     exit 1
 fi
 if [ ! -x .venv/bin/python ]; then

@@ -79,7 +79,7 @@ class CatchUp:
         slot = missed_slot(info.periodic, info.state, info.stored_at, datetime.now(UTC))
         if slot is None:
             return 0
-        await schedulestore.request_catch_up(js, info.periodic, slot)
+        await schedulestore.request_catch_up(js, info.periodic, slot, info.signature)
         log.warning(
             "schedule %s: slot %s went by without a run; asked for one",
             info.name, f"{slot:%Y-%m-%dT%H:%M:%SZ}",

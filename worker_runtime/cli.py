@@ -9,6 +9,7 @@ import sys
 import threading
 
 from celeriac.exceptions import CeleriacError
+from celeriac.protocol.signing import SigningKeyError, read_keys_file
 from celeriac.worker_runtime.loading import AppLoadError, load_app
 from celeriac.worker_runtime.logs import configure_logging, set_worker_name
 from celeriac.worker_runtime.options import OptionsError, parse_options
@@ -27,9 +28,16 @@ def main(argv: list[str]) -> int:
     configure_logging(options.loglevel, options.log_format)
     try:
         app = load_app(options.app_spec)
-    except AppLoadError as exc:
+        if options.signing_keys_file is not None:
+            app.signing_keys = read_keys_file(options.signing_keys_file)
+    except (AppLoadError, SigningKeyError) as exc:  # a bad key: CELERIAC_SIGNING_KEYS or file
         log.error("%s", exc)
         return 2
+    if app.signing_keys is not None:
+        ids = ", ".join(app.signing_keys.key_ids)
+        log.info(
+            "task messages must be signed with one of the keys %s (signing with the first)", ids
+        )
     try:
         worker = Worker(app, options)
         set_worker_name(worker.name)

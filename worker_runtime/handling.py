@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
+from celeriac.protocol.webhooks import WebhookEvent
 from celeriac.task import Request
 from celeriac.worker_runtime.backoff import GiveUp, RetryPolicy, plan_retry
 from celeriac.worker_runtime.continuation import Continuation
@@ -36,6 +37,8 @@ from celeriac.worker_runtime.persisting import TRANSIENT, persist
 from celeriac.worker_runtime.records import storable_success
 from celeriac.worker_runtime.revoked import RevokedMirror
 from celeriac.worker_runtime.tracing import processing
+from celeriac.worker_runtime.verifying import verify
+from celeriac.worker_runtime.webhookjobs import WebhookJobs
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -79,11 +82,13 @@ class Handler:
     )
     limits: DeliveryLimits = field(init=False)
     fires: Fires = field(init=False)
+    webhooks: WebhookJobs = field(init=False)
 
     def __post_init__(self) -> None:
         self.continuation = Continuation(self.broker)
         self.limits = DeliveryLimits(self.broker)
         self.fires = Fires(self.broker, self.rng)
+        self.webhooks = WebhookJobs(self.broker)
 
     async def handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
         """Process one delivery; never raises except when cancelled.
@@ -98,6 +103,11 @@ class Handler:
         await self._guarded(delivery, self._handle(delivery, ran))
 
     async def _handle(self, delivery: Delivery, ran: Callable[[Outcome], None]) -> None:
+        msg, keys = delivery.msg, self.broker.signing_keys
+        if keys is not None and (refused := verify(keys, delivery.queue, msg.headers, msg.data)):
+            set_task(refused.task_id or "-", refused.task, delivery.queue)
+            await self._reject(delivery, refused)
+            return
         if is_fire(delivery.msg.headers):
             await self._fire(delivery)
             return
@@ -328,6 +338,8 @@ class Handler:
         except Exception as exc:  # an invalid next step: sending it again fails again
             await self._continuation_failed(delivery, message, exc)
             return
+        await self.webhooks.notify(delivery, message, WebhookEvent.SUCCEEDED, TaskState.SUCCESS,
+                                   result=outcome.value)  # fmt: skip
         await delivery.ack()
         self.metrics.of(delivery.queue, message.task).succeeded.inc()
         if self.events is not None:
@@ -344,6 +356,8 @@ class Handler:
         await self.continuation.on_failure(message, record)
         reason = DeadLetterReason.INVALID_CONTINUATION
         await self._dead_letter(delivery, reason, error, None, message)
+        await self.webhooks.notify(delivery, message, WebhookEvent.FAILED, TaskState.FAILURE,
+                                   error=error, exc_type="InvalidContinuation")  # fmt: skip
         await delivery.term()
         self.metrics.of(delivery.queue, message.task).failed.inc()
         if self.events is not None:
@@ -420,6 +434,8 @@ class Handler:
         if not quiet:
             await self._store(message, record)
         await self.continuation.on_failure(message, record)
+        await self.webhooks.notify(delivery, message, WebhookEvent.FAILED, TaskState.FAILURE,
+                                   error=error.error, exc_type=error.exc_type)  # fmt: skip
         await delivery.term()
         self.metrics.of(delivery.queue, message.task).failed.inc()
         if self.events is not None:
@@ -453,6 +469,10 @@ class Handler:
             await persist(lambda: publish_dead_letter(self.broker, letter), "dead letter")
         except Exception as exc:
             raise DeadLetterError(f"dead letter not stored ({exc!r})") from exc
+        if isinstance(source, TaskMessage):
+            await self.webhooks.notify(delivery, source, WebhookEvent.DEAD_LETTERED,
+                                       TaskState.FAILURE, error=letter.error,
+                                       reason=reason.value)  # fmt: skip
         self.metrics.of(delivery.queue, source.task or "-").dead_lettered.inc()
         if self.events is not None:
             self.events.dead_lettered(delivery, source, reason, error)

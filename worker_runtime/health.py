@@ -14,8 +14,6 @@ from typing import Protocol
 
 from aiohttp import web
 
-from celeriac.worker_runtime.metrics import WorkerMetrics
-
 log = logging.getLogger(__name__)
 
 # The loop ticks every second; a probe that finds no tick for this long reports stuck.
@@ -32,6 +30,14 @@ class Probe(Protocol):
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason); ready means consumers are bound and not draining."""
+        ...
+
+
+class MetricsPage(Protocol):
+    """What serves /metrics (the worker's metrics, the webhook dispatcher's)."""
+
+    def render(self) -> bytes:
+        """The text exposition format."""
         ...
 
 
@@ -55,7 +61,7 @@ class LoopWatch:
 class HealthServer:
     """The aiohttp server; ``port=0`` means no server at all."""
 
-    def __init__(self, port: int, probe: Probe, metrics: WorkerMetrics) -> None:
+    def __init__(self, port: int, probe: Probe, metrics: MetricsPage) -> None:
         self.port = port
         self._probe = probe
         self._metrics = metrics

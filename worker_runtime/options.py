@@ -52,6 +52,8 @@ class WorkerOptions:
     log_format: str = "text"
     # Publish task events on celeriac.events.<queue>.<type> (off: no cost at all).
     events: bool = False
+    # Keys file (see protocol.signing) overriding the app's: check and sign task messages.
+    signing_keys_file: str | None = None
 
 
 class OptionsError(ValueError):
@@ -142,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"publish task events for `celeriac events` (default: ${EVENTS_ENV} or off)",
     )  # fmt: skip
     parser.add_argument(
+        "--signing-keys-file", default=None, metavar="PATH",
+        help="refuse task messages not signed with one of the keys in PATH, and sign "
+        "what the worker publishes (default: $CELERIAC_SIGNING_KEYS or "
+        "$CELERIAC_SIGNING_KEYS_FILE, else no checking)",
+    )  # fmt: skip
+    parser.add_argument(
         "-l", "--loglevel", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="log level (default: INFO)",
@@ -172,6 +180,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         loglevel=ns.loglevel,
         log_format=ns.log_format or _log_format(environ),
         events=_events(ns.events, environ),
+        signing_keys_file=ns.signing_keys_file,
     )
 
 

@@ -162,7 +162,10 @@ def replay(
         return
     if not (refs or yes or dry_run):
         click.confirm(f"Replay {len(chosen)} dead letter(s)?", abort=True)
-    done = run(nats_url, lambda broker: dlq.replay(broker.js, chosen, dry_run=dry_run))
+    done = run(
+        nats_url,
+        lambda broker: dlq.replay(broker.js, chosen, dry_run=dry_run, keys=broker.signing_keys),
+    )
     for item in done:
         what = f"{_SAID[item.outcome]} {item.entry.ref} ({item.entry.letter.task or '-'}"
         what += f", id {item.task_id})" if item.task_id else ")"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from celeriac import dlq, inspection
 from celeriac.dashboard.recent import RESULTS_STREAM, TaskFilter, recent_tasks, row_of
 from celeriac.protocol import names
 from celeriac.protocol.envelope import DeadLetter, ResultRecord
+from celeriac.protocol.signing import keys_from_env
 from celeriac.protocol.states import TaskState
 from celeriac.revocation import RevocationStore
 from celeriac.schedulestore import work_queues
@@ -172,7 +174,8 @@ async def replay(js: JetStreamContext, ref: str) -> dict[str, Any]:
     entry = await dlq.find_dead_letter(js, ref)
     if entry is None:
         raise NothingStoredError(f"no dead letter {ref}: replayed or purged meanwhile?")
-    [done] = await dlq.replay(js, [entry])
+    # Signed anew when the dashboard has keys (CELERIAC_SIGNING_KEYS or _FILE).
+    [done] = await dlq.replay(js, [entry], keys=keys_from_env(os.environ))
     return {"ref": entry.ref, "outcome": done.outcome.value, "why": done.why,
             "task_id": done.task_id}  # fmt: skip
 

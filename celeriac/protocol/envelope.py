@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from celeriac.protocol.names import PROTOCOL_VERSION, check_queue_name, is_valid_task_id
 from celeriac.protocol.states import TaskState
+from celeriac.protocol.webhooks import WebhookTarget
 
 
 class _Wire(BaseModel):
@@ -113,6 +114,8 @@ class TaskMessage(_Strict):
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     time_limit: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     soft_time_limit: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    # Where to POST when the task settles (protocol.webhooks); a secret's name, never a secret.
+    webhook: WebhookTarget | None = None
 
     @field_validator("eta", "expires", mode="before")
     @classmethod
@@ -184,6 +187,12 @@ class DeadLetterReason(StrEnum):
     POISON = "poison"
     # JetStream's maxDeliveries ran out before the task's own retries did.
     MAX_DELIVERIES = "max_deliveries"
+    # A worker holding signing keys got a message without a signature, or with one
+    # that does not verify (unknown key id, mismatch): see protocol.signing.
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    # A completion webhook (not a task) could not be delivered: the original is the job.
+    WEBHOOK_FAILED = "webhook_failed"
 
 
 class DeadLetter(_Wire):

@@ -37,6 +37,7 @@ from celeriac.protocol.podfields import (
     Quantities,
     Toleration,
 )
+from celeriac.protocol.webhooks import WebhookTarget, webhook_target
 
 GROUP = "celeriac.io"
 VERSION = "v1alpha1"
@@ -139,6 +140,44 @@ class QueueNats(KubeModel):
     )
 
 
+WebhookEventName = Literal["succeeded", "failed", "dead_lettered"]
+
+
+def _default_events() -> list[WebhookEventName]:
+    return ["succeeded", "failed"]
+
+
+class QueueWebhooks(KubeModel):
+    """The queue's default completion webhook, for its tasks without a webhook option."""
+
+    url: str = Field(
+        pattern=r"^https?://\S+$",
+        max_length=2048,
+        description="Where to POST: an http:// or https:// URL.",
+    )
+    events: list[WebhookEventName] = Field(
+        default_factory=_default_events,
+        min_length=1,
+        max_length=3,
+        description="When to POST: succeeded, failed, dead_lettered.",
+    )
+    secret_name: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9._-]{1,253}$",
+        description="Name of the secret to sign with, in the webhook dispatcher's secrets "
+        "file (its Secret's key).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> QueueWebhooks:
+        self.target()  # the same rules as the task option
+        return self
+
+    def target(self) -> WebhookTarget:
+        """The target workers use for the queue's tasks."""
+        return webhook_target({"url": self.url, "events": self.events, "secret": self.secret_name})
+
+
 class TaskQueueSpec(KubeModel):
     """A queue: its work stream, durable consumer and dead-letter stream."""
 
@@ -177,6 +216,7 @@ class TaskQueueSpec(KubeModel):
         "Delete removes them.",
     )
     nats: QueueNats | None = None
+    webhooks: QueueWebhooks | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TaskQueueSpec:
@@ -276,17 +316,19 @@ class Autoscaling(KubeModel):
     target_backlog_per_replica: int | None = Field(
         default=None,
         ge=1,
-        description="Tasks (waiting + in flight) one replica should have (default: its "
-        "concurrency).",
+        description="Size the pool by backlog alone: tasks (waiting + in flight) per replica. "
+        "Unset: replicas follow the measured throughput, and the concurrency is the tasks per "
+        "replica assumed until a rate is measured.",
     )
     target_drain_time: Duration | None = Field(
         default=None,
-        description="Instead of a backlog target: enough replicas to finish the backlog in "
-        "this time at the observed completion rate.",
+        description="How long waiting tasks may take to drain at the measured per-replica "
+        "rate (default 5s); shorter starts more replicas for a burst.",
     )
     scale_down_stabilization: Duration = Field(
         default="60s",
-        description="Scale down only after fewer replicas were enough for this long.",
+        description="Scale down only after fewer replicas were enough for this long, to "
+        "what the mean demand of that window needs.",
     )
     idle_before_zero: Duration = Field(
         default="5m",
@@ -341,6 +383,26 @@ class PoolNats(KubeModel):
     )
 
 
+class SigningKeysSecret(KubeModel):
+    """The Secret holding the keys workers check task signatures with (and sign with)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Secret in the pool's namespace; mounted as a file, so the operator "
+        "needs no read access to it.",
+    )
+    key: str = Field(
+        default="keys",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Its key holding the keys, written `<key id>:<base64 secret>`, comma- or "
+        "line-separated, the signing key first (the syntax of CELERIAC_SIGNING_KEYS).",
+    )
+
+
 class WorkerPoolSpec(KubeModel):
     """A Deployment of workers consuming some queues."""
 
@@ -388,6 +450,11 @@ class WorkerPoolSpec(KubeModel):
         "seccomp).",
     )
     nats: PoolNats | None = None
+    signing_keys_secret: SigningKeysSecret | None = Field(
+        default=None,
+        description="Workers dead-letter task messages not signed with one of these keys "
+        "(docs/protocol.md, Signed messages), and sign what they publish with the first.",
+    )
 
     def autoscaling_enabled(self) -> bool:
         """True when the operator, not spec.replicas, sets the replica count."""
@@ -422,6 +489,19 @@ class WorkerPoolStatus(KubeModel):
     )
     scale_down_peak: int | None = Field(
         default=None, description="Most replicas needed since scaleDownSince."
+    )
+    scale_down_demand: float | None = Field(
+        default=None,
+        description="Tasks in flight summed over the polls since scaleDownSince (with "
+        "targetBacklogPerReplica: tasks waiting and in flight).",
+    )
+    scale_down_polls: int | None = Field(
+        default=None, description="Polls since scaleDownSince (scaleDownDemand's count)."
+    )
+    task_seconds: float | None = Field(
+        default=None,
+        description="Mean seconds a task runs, as the autoscaler measures it (tasks in "
+        "flight / completion rate); it sizes scale-ups by throughput.",
     )
 
 

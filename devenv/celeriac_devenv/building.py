@@ -7,6 +7,7 @@ Binaries are cached by name and version, so a second run builds nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,12 +17,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from celeriac_devenv.errors import DevenvError
-from celeriac_devenv.versions import BINARIES, GoBinary
+from celeriac_devenv.versions import BINARIES, PROGRAMS, GoBinary, GoProgram
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/", re.MULTILINE)
 
@@ -51,6 +52,75 @@ def ensure_binaries(names: Iterable[str] | None = None, *, quiet: bool = False) 
     for group in groups.values():
         _build_group(group, quiet=quiet)
     return {b.name: binary_path(b.name) for b in wanted}
+
+
+def repo_root() -> Path:
+    """The checkout this (editable) devenv was installed from."""
+    return Path(__file__).resolve().parents[2]
+
+
+def program_sources(source: Path) -> dict[str, bytes]:
+    """What a program's build depends on: its go.mod, go.sum and Go files, by name."""
+    files = [source / "go.mod", source / "go.sum", *sorted(source.glob("*.go"))]
+    return {f.name: f.read_bytes() for f in files if f.is_file()}
+
+
+def sources_digest(files: Mapping[str, bytes]) -> str:
+    """A short digest of ``files`` (name to content): the cache key of a program's build."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        content = files[name]
+        # Lengths keep ("a", "bc") and ("ab", "c") apart.
+        digest.update(f"{len(name)}:{name}:{len(content)}:".encode())
+        digest.update(content)
+    return digest.hexdigest()[:16]
+
+
+def program_path(name: str, source: Path | None = None) -> Path:
+    """Where the cached build of program ``name`` for its current sources lives."""
+    folder = source if source is not None else repo_root() / PROGRAMS[name].source
+    key = sources_digest(program_sources(folder))
+    return cache_root() / "bin" / f"{name}-{key}" / name
+
+
+def ensure_programs(
+    names: Iterable[str] | None = None, *, source: Path | None = None, quiet: bool = False
+) -> dict[str, Path]:
+    """Return paths of the named programs of this repository, building any not cached.
+
+    ``source`` overrides the module folder (with a single name), for a checkout
+    other than the one the devenv was installed from.
+    """
+    wanted = [PROGRAMS[n] for n in (names if names is not None else PROGRAMS)]
+    paths: dict[str, Path] = {}
+    for spec in wanted:
+        folder = source if source is not None else repo_root() / spec.source
+        if not (folder / "go.mod").is_file():
+            raise DevenvError(f"{spec.name}: no go.mod in {folder}; is this a Celeriac checkout?")
+        dest = program_path(spec.name, folder)
+        if not dest.is_file():
+            _build_program(spec, folder, dest, quiet=quiet)
+        paths[spec.name] = dest
+    return paths
+
+
+def _build_program(spec: GoProgram, source: Path, dest: Path, *, quiet: bool) -> None:
+    _say(quiet, f"building {spec.name} from {source}")
+    started = time.monotonic()
+    staging = cache_root() / "build"
+    staging.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=staging))
+    try:
+        # -mod=readonly: the committed go.sum must cover every module; the build
+        # never edits the checkout. Modules come from the proxy once, then from
+        # Go's module cache, so a later rebuild works offline.
+        args = ["build", "-mod=readonly", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w"]
+        _run_go([*args, "-o", str(out / spec.name), "."], source, f"building {spec.name}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out / spec.name, dest)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    _say(quiet, f"built {spec.name} in {time.monotonic() - started:.0f}s")
 
 
 def staging_replacements(kubernetes_go_mod: str, kubernetes_version: str) -> dict[str, str]:

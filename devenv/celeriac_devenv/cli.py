@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from celeriac.natsauth import AUTH_DIR_ENV
-from celeriac_devenv.building import cache_root, ensure_binaries
+from celeriac_devenv.building import cache_root, ensure_binaries, ensure_programs
 from celeriac_devenv.cluster import start_environment, stop_saved
 from celeriac_devenv.errors import DevenvError
 from celeriac_devenv.nats import create_nats_security, start_nats, start_nats_cluster
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``celeriac-devenv``."""
     parser = argparse.ArgumentParser(prog="celeriac-devenv", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("build", help="build and cache every binary (no-op when cached)")
+    sub.add_parser("build", help="build and cache every binary and Go program (no-op when cached)")
     up = sub.add_parser("up", help="start etcd, the control plane, kwok, NATS and the pod runner")
     up.add_argument("--nodes", type=int, default=1, help="simulated nodes (default 1)")
     up.add_argument(
@@ -73,7 +73,7 @@ def _cluster_size(text: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.action == "build":
-        for name, path in ensure_binaries().items():
+        for name, path in {**ensure_binaries(), **ensure_programs()}.items():
             print(f"{name}: {path}")
         return 0
     workdir = args.workdir or default_workdir()

@@ -13,6 +13,9 @@ ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 HELM = "v3.21.4"
 NATS_SERVER = "v2.14.9"
+# The official NATS Go client the Go example uses; examples/go-client/go.mod pins
+# the same version (a test checks), with its go.sum.
+NATS_GO = "v1.56.0"
 
 
 @dataclass(frozen=True)
@@ -54,4 +57,22 @@ BINARIES: dict[str, GoBinary] = {
             "github.com/nats-io/nats-server/v2",
         ),
     )
+}
+
+
+@dataclass(frozen=True)
+class GoProgram:
+    """A program of this repository, built with `go build` in its own module folder.
+
+    Its go.mod and go.sum pin every dependency, fetched from the Go module proxy; the
+    build is cached under a digest of its sources, so an edit rebuilds it.
+    """
+
+    name: str
+    # The module folder, relative to the repository root.
+    source: str
+
+
+PROGRAMS: dict[str, GoProgram] = {
+    p.name: p for p in (GoProgram("celeriac-go-client", "examples/go-client"),)
 }

@@ -138,6 +138,14 @@ def test_operator_image_runs_the_charts_dashboard(installed: Path, tmp_path: Pat
     assert "--host" in proc.stdout and "--port" in proc.stdout and "--read-only" in proc.stdout
 
 
+def test_operator_image_runs_the_charts_gateway(installed: Path, tmp_path: Path) -> None:
+    gateway = (ROOT / "helm" / "celeriac" / "templates" / "gateway.yaml").read_text()
+    assert "command: [celeriac, gateway, --host, 0.0.0.0, --port" in gateway
+    proc = run_installed(installed, "gateway", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--host" in proc.stdout and "--max-body" in proc.stdout
+
+
 def test_worker_image_runs_what_worker_pools_run(installed: Path, tmp_path: Path) -> None:
     ins = parse(IMAGES / "worker" / "Dockerfile")
     assert yaml.safe_load(value(ins, "ENTRYPOINT")) == ["celeriac"]
@@ -175,9 +183,9 @@ def test_extended_worker_image_finds_the_task_code(installed: Path, tmp_path: Pa
     assert str(installed) in proc.stdout  # the installed copy, not the checkout
 
 
-# The operator image also runs the chart's dashboard.
+# The operator image also runs the chart's dashboard and gateway.
 @pytest.mark.parametrize(
-    ("image", "extra"), [("worker", "worker"), ("operator", "operator,dashboard")]
+    ("image", "extra"), [("worker", "worker"), ("operator", "operator,dashboard,gateway")]
 )
 def test_images_install_their_extra_and_no_local_environment(
     installed: Path, image: str, extra: str

@@ -174,6 +174,35 @@ def test_credentials_secret_is_mounted() -> None:
     assert {"name": "nats-creds", "mountPath": "/etc/celeriac/nats", "readOnly": True} in mounts
 
 
+def test_signing_keys_secret_is_mounted_as_one_file() -> None:
+    dep = build(signingKeysSecret={"name": "task-signing", "key": "current"})
+    pod = dep["spec"]["template"]["spec"]
+    volume = {
+        "name": "signing-keys",
+        "secret": {"secretName": "task-signing", "items": [{"key": "current", "path": "keys"}]},
+    }
+    assert volume in pod["volumes"]
+    mounts = container(dep)["volumeMounts"]
+    assert {
+        "name": "signing-keys",
+        "mountPath": "/etc/celeriac/signing",
+        "readOnly": True,
+    } in mounts
+    assert env_of(dep)["CELERIAC_SIGNING_KEYS_FILE"] == "/etc/celeriac/signing/keys"
+    # The key defaults to "keys"; without the field nothing is mounted or set.
+    default = build(signingKeysSecret={"name": "task-signing"})["spec"]["template"]["spec"]
+    assert default["volumes"][-1]["secret"]["items"] == [{"key": "keys", "path": "keys"}]
+    plain = build()
+    assert "CELERIAC_SIGNING_KEYS_FILE" not in env_of(plain)
+    assert all(v["name"] != "signing-keys" for v in plain["spec"]["template"]["spec"]["volumes"])
+
+
+@pytest.mark.parametrize("secret", [{"name": "Bad_Name"}, {"name": "ok", "key": "a/b"}, {}])
+def test_signing_keys_secret_is_validated(secret: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"signingKeysSecret|signing_keys_secret"):
+        spec(signingKeysSecret=secret)
+
+
 def test_a_spec_change_changes_the_template() -> None:
     assert build()["spec"]["template"] != build(concurrency=5)["spec"]["template"]
     assert build()["spec"]["template"] == build()["spec"]["template"]

@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from celeriac.exceptions import NatsRefusedError, ScheduleNotSupported
+from celeriac.exceptions import CeleriacError, NatsRefusedError, ScheduleNotSupported
 from celeriac.operator.taskschedules import (
     QueueMissingError,
+    _signing_keys,
     _trouble,
     definition,
     schedule_name,
@@ -236,3 +237,17 @@ class _Memo:
 def test_trouble_names_what_went_wrong(exc: Exception, reason: str) -> None:
     spec, _ = definition(resource({"task": TASK, "every": "1m"}))
     assert _trouble(exc, _Memo(), spec)[0] == reason
+
+
+def test_the_operator_signs_schedules_with_its_environment_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CELERIAC_SIGNING_KEYS_FILE", raising=False)
+    monkeypatch.delenv("CELERIAC_SIGNING_KEYS", raising=False)
+    assert _signing_keys() is None
+    monkeypatch.setenv("CELERIAC_SIGNING_KEYS", "k1:" + "QUFB" * 11)
+    keys = _signing_keys()
+    assert keys is not None and keys.key_ids == ("k1",)
+    monkeypatch.setenv("CELERIAC_SIGNING_KEYS", "k1:QUFB")
+    with pytest.raises(CeleriacError, match=r"the operator's signing keys: \$CELERIAC_SIGNING"):
+        _signing_keys()

@@ -93,6 +93,7 @@ def test_wheel_holds_the_sdk_worker_and_operator_but_not_the_local_environment(
         "cli",
         "otel",
         "dashboard",
+        "gateway",
     }
     otel = [r.split(";")[0].replace(" ", "") for r in requires if 'extra == "otel"' in r]
     assert otel == ["opentelemetry-api>=1.25"]
@@ -124,6 +125,7 @@ def test_installed_without_extras_has_only_the_light_dependencies(venv: Path) ->
         (["-m", "celeriac", "inspect", "workers"], "cli"),
         (["-m", "celeriac", "dlq", "list"], "cli"),
         (["-m", "celeriac", "dashboard"], "dashboard"),
+        (["-m", "celeriac", "gateway"], "gateway"),
     ],
 )
 def test_worker_and_operator_name_their_extra(venv: Path, argv: list[str], extra: str) -> None:

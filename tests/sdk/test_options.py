@@ -113,6 +113,7 @@ INVALID = [
     Invalid("eta not datetime", {"eta": "tomorrow"}, TypeError, "eta must be a datetime"),
     Invalid("expires not a time", {"expires": "later"}, TypeError, "expires must be a datetime"),
     Invalid("countdown beyond a century", {"countdown": 1e12}, ValueError, "countdown must be"),
+    Invalid("webhook not http", {"webhook": "ftp://x"}, ValueError, "webhook url: must be an http"),
 ]  # fmt: skip
 
 
@@ -131,7 +132,8 @@ def test_unknown_option_lists_the_known_ones() -> None:
         add.apply_async((1, 2), priority=5)
     assert str(info.value) == (
         "unknown option 'priority' for apply_async; known options: countdown, eta, expires, "
-        "headers, ignore_result, max_retries, queue, soft_time_limit, task_id, time_limit"
+        "headers, ignore_result, max_retries, queue, soft_time_limit, task_id, time_limit, "
+        "webhook"
     )
 
 
