@@ -39,13 +39,13 @@ from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecor
 from celeriac.protocol.signing import HDR_SIGNATURE, SigningKeys
 from celeriac.protocol.states import TaskState
 from celeriac.protocol.webhooks import WebhookJob, webhook_subject
+from celeriac.streams import dead_letter_queues
 
 #: Most stored messages one listing (or a lookup by task id) reads while filtering.
 SCAN_LIMIT = 10_000
 #: Says which dead letter a replayed message came from (``<queue>:<sequence>``).
 HDR_REPLAY_OF = "Celeriac-Replay-Of"
 PUBLISH_TIMEOUT = 10.0
-_DLQ_PREFIX = "CELERIAC_DLQ_"
 # Sequences read at once when walking a single stream.
 _BATCH = 32
 # A replay would be dead-lettered again for these reasons, whatever changed since.
@@ -99,22 +99,6 @@ class Replay:
     outcome: ReplayOutcome
     why: str | None  # for SKIPPED: a sentence
     task_id: str | None  # the id the replayed task runs under
-
-
-async def dead_letter_queues(js: JetStreamContext) -> list[str]:
-    """The queues that have a dead-letter stream, sorted."""
-    found: list[str] = []
-    offset = 0
-    while True:
-        streams = await js.streams_info(offset)
-        if not streams:
-            return sorted(found)
-        for stream in streams:
-            name = stream.config.name or ""
-            queue = name[len(_DLQ_PREFIX) :]
-            if name.startswith(_DLQ_PREFIX) and names.is_valid_queue_name(queue):
-                found.append(queue)
-        offset += len(streams)
 
 
 async def _bounds(js: JetStreamContext, queue: str) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ from celeriac.exceptions import CeleriacError
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.workers import WorkerRecord
-from celeriac.schedulestore import work_queues
+from celeriac.streams import work_queues
 
 
 class UnknownQueueError(CeleriacError):

@@ -42,13 +42,12 @@ from celeriac.protocol.periodic import (
 )
 from celeriac.protocol.signing import HDR_SIGNATURE, SigningKeys
 from celeriac.protocol.states import TaskState
+from celeriac.streams import work_queues
 
 log = logging.getLogger(__name__)
 
 STORE_TIMEOUT = 10.0  # seconds JetStream has to acknowledge a schedule message
 
-STREAM_PREFIX = "CELERIAC_"
-_DLQ_PREFIX = "CELERIAC_DLQ_"
 # JetStream error codes of a refused schedule message.
 _SCHEDULES_DISABLED = 10188
 _PATTERN_INVALID = 10189
@@ -230,23 +229,6 @@ async def _last(js: JetStreamContext, queue: str, name: str) -> RawStreamMsg | N
         return await js.get_last_msg(names.stream_name(queue), schedule_subject(queue, name))
     except NotFoundError:  # no such message, or no such stream
         return None
-
-
-async def work_queues(js: JetStreamContext) -> list[str]:
-    """The queues that have a work stream (``CELERIAC_<queue>``), sorted."""
-    found: list[str] = []
-    offset = 0
-    while True:
-        streams = await js.streams_info(offset)
-        if not streams:
-            return sorted(found)
-        for stream in streams:
-            name = stream.config.name or ""
-            if name.startswith(STREAM_PREFIX) and not name.startswith(_DLQ_PREFIX):
-                queue = name[len(STREAM_PREFIX) :]
-                if names.is_valid_queue_name(queue):
-                    found.append(queue)
-        offset += len(streams)
 
 
 async def schedule_names(js: JetStreamContext, queue: str) -> list[str]:

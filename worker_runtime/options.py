@@ -80,7 +80,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _port(text: str) -> int:
+def port_number(text: str) -> int:
+    """A port flag's value, 0-65535 (0 turns the endpoint off)."""
     try:
         value = int(text)
     except ValueError:
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--health-port",
-        type=_port,
+        type=port_number,
         default=None,
         metavar="PORT",
         help=f"port of /healthz, /readyz, /metrics (default: ${HEALTH_PORT_ENV} or "
@@ -175,7 +176,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         concurrency=concurrency,
         pool=pool,
         max_tasks_per_child=ns.max_tasks_per_child,
-        health_port=_health_port(ns.health_port, environ),
+        health_port=health_port_from(ns.health_port, environ),
         drain_timeout=ns.drain_timeout,
         loglevel=ns.loglevel,
         log_format=ns.log_format or _log_format(environ),
@@ -202,13 +203,14 @@ def _log_format(env: Mapping[str, str]) -> str:
         raise OptionsError(str(exc)) from None
 
 
-def _health_port(flag: int | None, env: Mapping[str, str]) -> int:
+def health_port_from(flag: int | None, env: Mapping[str, str]) -> int:
+    """The health port: the flag, else ``$CELERIAC_HEALTH_PORT``, else the default."""
     if flag is not None:
         return flag
     raw = env.get(HEALTH_PORT_ENV, "").strip()
     if not raw:
         return DEFAULT_HEALTH_PORT
     try:
-        return _port(raw)
+        return port_number(raw)
     except argparse.ArgumentTypeError as exc:
         raise OptionsError(f"${HEALTH_PORT_ENV}: {exc}") from None

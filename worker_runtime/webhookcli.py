@@ -23,7 +23,12 @@ from celeriac.logformat import LOG_FORMATS, log_format_default
 from celeriac.worker_runtime.destinations import AddressRules, IPNetwork, parse_networks
 from celeriac.worker_runtime.health import HealthServer
 from celeriac.worker_runtime.logs import configure_logging
-from celeriac.worker_runtime.options import DEFAULT_HEALTH_PORT, HEALTH_PORT_ENV
+from celeriac.worker_runtime.options import (
+    DEFAULT_HEALTH_PORT,
+    HEALTH_PORT_ENV,
+    health_port_from,
+    port_number,
+)
 from celeriac.worker_runtime.webhookdispatch import Dispatcher
 from celeriac.worker_runtime.webhookmetrics import DispatcherMetrics, DispatcherProbe
 from celeriac.worker_runtime.webhookretries import RetryPolicy
@@ -61,16 +66,6 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
         return value
 
     return parse
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deliveries under way at once (default: 16)",
     )  # fmt: skip
     parser.add_argument(
-        "--health-port", type=_port, default=None, metavar="PORT",
+        "--health-port", type=port_number, default=None, metavar="PORT",
         help=f"port of /healthz, /readyz, /metrics (default: ${HEALTH_PORT_ENV} or "
         f"{DEFAULT_HEALTH_PORT}; 0 turns it off)",
     )  # fmt: skip
@@ -139,13 +134,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> DispatcherOpti
     networks: list[IPNetwork] = list(parse_networks(env.get(ALLOW_CIDRS_ENV, "")))
     for text in ns.allow_cidr:
         networks.extend(parse_networks(text))
-    health_port = ns.health_port
-    if health_port is None:
-        raw_port = env.get(HEALTH_PORT_ENV, "").strip()
-        try:
-            health_port = _port(raw_port) if raw_port else DEFAULT_HEALTH_PORT
-        except argparse.ArgumentTypeError as exc:
-            raise ValueError(f"${HEALTH_PORT_ENV}: {exc}") from None
+    health_port = health_port_from(ns.health_port, env)
     if ns.backoff_max < ns.backoff:
         raise ValueError("--backoff-max must not be below --backoff")
     return DispatcherOptions(

@@ -24,7 +24,7 @@ from celeriac.protocol.envelope import DeadLetter, ResultRecord
 from celeriac.protocol.signing import keys_from_env
 from celeriac.protocol.states import TaskState
 from celeriac.revocation import RevocationStore
-from celeriac.schedulestore import work_queues
+from celeriac.streams import work_queues
 
 DEAD_LETTERS_SHOWN = 100
 LETTERS_SEARCHED = 200  # newest dead letters searched for a task's own

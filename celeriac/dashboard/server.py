@@ -4,71 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
+from celeriac import serving
 from celeriac.dashboard.app import build
 from celeriac.dashboard.settings import Settings, SettingsError, settings_from
 from celeriac.exceptions import CeleriacError
+from celeriac.serving import ListenError
 
 log = logging.getLogger("celeriac.dashboard")
 
 
-class ListenError(OSError):
-    """The address cannot be listened on; the message says which and why."""
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` (0: a free port), bound before uvicorn starts
-    so a busy address is one sentence, not a logged error."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-class _Server(uvicorn.Server):
-    """uvicorn says nothing once listening at log level warning: this says it, once."""
-
-    def __init__(self, config: uvicorn.Config, address: str) -> None:
-        super().__init__(config)
-        self.address = address
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            print(f"celeriac dashboard on http://{self.address}/", flush=True)
-
-
 async def _serve(settings: Settings) -> int:
-    sock = listen(settings.host, settings.port)
-    port = sock.getsockname()[1]
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config = uvicorn.Config(
-        build(settings), log_level="warning", access_log=False, server_header=False,
-        lifespan="on",
-    )  # fmt: skip
-    server = _Server(config, f"{host}:{port}")
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        sock.close()
-    return 0 if server.started else 1
+    return await serving.serve(build(settings), settings.host, settings.port, "dashboard")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -51,7 +51,7 @@ from celeriac.gateway.settings import MAX_WAIT, Settings
 from celeriac.inspection import UnknownQueueError, queue_status
 from celeriac.protocol import names
 from celeriac.protocol.envelope import ResultRecord
-from celeriac.schedulestore import work_queues
+from celeriac.streams import work_queues
 
 log = logging.getLogger("celeriac.gateway")
 _bearer = HTTPBearer(auto_error=False, description="a token from the gateway's tokens document")

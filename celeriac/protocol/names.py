@@ -67,14 +67,21 @@ def check_queue_name(queue: str) -> str:
     return queue
 
 
+# Work streams are CELERIAC_<queue> and dead-letter streams CELERIAC_DLQ_<queue>; queue
+# names are lowercase, so neither prefix can be mistaken for the other, nor for
+# CELERIAC_EVENTS or CELERIAC_WEBHOOKS.
+STREAM_PREFIX = "CELERIAC_"
+DEAD_LETTER_STREAM_PREFIX = "CELERIAC_DLQ_"
+
+
 def stream_name(queue: str) -> str:
     """The work stream of ``queue``."""
-    return f"CELERIAC_{check_queue_name(queue)}"
+    return f"{STREAM_PREFIX}{check_queue_name(queue)}"
 
 
 def dead_letter_stream_name(queue: str) -> str:
     """The dead-letter stream of ``queue``."""
-    return f"CELERIAC_DLQ_{check_queue_name(queue)}"
+    return f"{DEAD_LETTER_STREAM_PREFIX}{check_queue_name(queue)}"
 
 
 def task_subject(queue: str) -> str:

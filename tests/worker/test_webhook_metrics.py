@@ -97,5 +97,8 @@ def test_health_port(argv: list[str], env: dict[str, str], port: int) -> None:
 
 
 def test_a_bad_health_port_is_named() -> None:
-    with pytest.raises(ValueError, match=r"\$CELERIAC_HEALTH_PORT: a port is 0-65535, got 70000"):
+    with pytest.raises(
+        ValueError,
+        match=r"\$CELERIAC_HEALTH_PORT: port must be 0-65535 \(0 turns it off\), got 70000",
+    ):
         parse_options(["--secrets-file", "s.json"], {"CELERIAC_HEALTH_PORT": "70000"})
