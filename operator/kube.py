@@ -64,8 +64,31 @@ def _drain(resp: Any) -> None:
     _ = resp.data
 
 
+# Replacing a Deployment that changed since it was read: attempts before giving up.
+REPLACE_ATTEMPTS = 5
+
+
 class DeploymentConflictError(Exception):
     """A Deployment with the pool's Deployment name exists and belongs to something else."""
+
+
+def _replacing(wanted: dict[str, Any], current: dict[str, Any], owner_uid: str) -> dict[str, Any]:
+    """The body replacing ``current`` with ``wanted``; refused when a WorkerPool other
+    than ``owner_uid`` (or nothing of ours) controls ``current``."""
+    meta = wanted["metadata"]
+    owners = current["metadata"].get("ownerReferences") or []
+    if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
+        raise DeploymentConflictError(
+            f"Deployment {meta['name']} already exists and is not controlled by this WorkerPool"
+        )
+    body = dict(wanted)
+    body["metadata"] = {
+        **meta,
+        "resourceVersion": current["metadata"]["resourceVersion"],
+        # Keep what controllers and users annotated (revision, restartedAt, ...).
+        "annotations": current["metadata"].get("annotations") or {},
+    }
+    return body
 
 
 class Deployments:
@@ -95,24 +118,26 @@ class Deployments:
     async def apply(
         self, wanted: dict[str, Any], current: dict[str, Any] | None, owner_uid: str
     ) -> dict[str, Any]:
-        """Create ``wanted``, or replace ``current`` with it (the pod template wholesale)."""
+        """Create ``wanted``, or replace ``current`` with it (the pod template wholesale).
+
+        The Deployment controller writes its status all the time, so a replace can lose
+        the race for ``resourceVersion``: it is read again and retried at once, a few
+        times, instead of waiting for kopf's retry a minute later.
+        """
         meta = wanted["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        if current is None:
-            return await asyncio.to_thread(self._create, namespace, wanted)
-        owners = current["metadata"].get("ownerReferences") or []
-        if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
-            raise DeploymentConflictError(
-                f"Deployment {name} already exists and is not controlled by this WorkerPool"
-            )
-        body = dict(wanted)
-        body["metadata"] = {
-            **meta,
-            "resourceVersion": current["metadata"]["resourceVersion"],
-            # Keep what controllers and users annotated (revision, restartedAt, ...).
-            "annotations": current["metadata"].get("annotations") or {},
-        }
-        return await asyncio.to_thread(self._replace, namespace, name, body)
+        attempt = 1
+        while True:
+            if current is None:
+                return await asyncio.to_thread(self._create, namespace, wanted)
+            body = _replacing(wanted, current, owner_uid)
+            try:
+                return await asyncio.to_thread(self._replace, namespace, name, body)
+            except ApiException as exc:
+                if exc.status != 409 or attempt >= REPLACE_ATTEMPTS:
+                    raise
+            attempt += 1
+            current = await self.read(namespace, name)
 
     def _create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         resp = self._apps.create_namespaced_deployment(
