@@ -34,10 +34,29 @@ BURST_SLEEP = 0.5
 APPLY_CALLS = 4
 
 
-def run(selected: Sequence[str], *, quick: bool, scratch: Path) -> Iterator[tuple[str, list[Row]]]:
-    """Start NATS, the control plane and CRDs once; run each selected workload."""
+def run(
+    selected: Sequence[str],
+    *,
+    quick: bool,
+    scratch: Path,
+    out: Path | None = None,
+    stem: str = "",
+) -> Iterator[tuple[str, list[Row]]]:
+    """Start NATS, the control plane and CRDs once; run each selected workload.
+
+    ``out`` and ``stem`` name the autoscale-replay chart and curves (``out/stem-...``).
+    """
     say("== kubernetes: starting the local control plane")
     with running_nats(scratch / "nats") as nats, kubeenv.cluster(scratch, nats) as env:
+        if "autoscale-replay" in selected:
+            from bench import autoscalereplay
+
+            say("== autoscale-replay: a bursty trace on the real operator vs the simulator")
+            with kubeenv.operator(env, scratch / "operator-replay"):
+                rows = autoscalereplay.replay(
+                    env, quick=quick, out=out or scratch / "replay", stem=stem
+                )
+            yield "autoscale-replay", rows
         if "autoscale" in selected:
             say("== autoscale: backlog burst on a WorkerPool at zero replicas")
             with kubeenv.operator(env, scratch / "operator-autoscale"):

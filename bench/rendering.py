@@ -16,6 +16,8 @@ TITLES = {
     "cpu": "CPU-bound: ~10 ms pure Python (tasks/s)",
     "autoscale": "Autoscaling reaction (s)",
     "operator": "Operator scale: 500 TaskQueues + 500 WorkerPools",
+    "autoscale-sim": "Autoscaling policy on traces (simulated; replica-s, queueing delay s)",
+    "autoscale-replay": "Autoscaling on the real control plane vs the simulator (one bursty trace)",
 }
 # The metric each chart panel shows (latency shows two).
 CHART_METRICS = {
@@ -105,5 +107,45 @@ def chart(workloads: Mapping[str, Sequence[Row]], path: Path) -> bool:
         ax.set_xlim(0, max(values) * 1.2 if values else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def replica_curves(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[float, int]]]],
+    path: Path,
+    *,
+    span: float = 1200.0,
+) -> bool:
+    """A PNG of replica counts over time, one panel per trace, one step line per contender."""
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {
+        "celeriac": "#2a9d8f",
+        "celeriac-before": "#8d99ae",
+        "keda-default": "#e76f51",
+        "keda-tuned": "#f4a261",
+    }
+    fig, axes = plt.subplots(len(curves), 1, figsize=(10, 2.4 * len(curves)), squeeze=False)
+    for ax, (name, lines) in zip(axes[:, 0], curves.items(), strict=True):
+        for who, points in lines.items():
+            xs = [t for t, _ in points if t <= span] + [span]
+            ys = [r for t, r in points if t <= span]
+            ys.append(ys[-1] if ys else 0)
+            ax.step(xs, ys, where="post", label=who, color=colors.get(who), linewidth=1.2)
+        ax.set_title(
+            f"{name}: replicas (first {span:.0f} s, 5 s pod start)", fontsize=9, loc="left"
+        )
+        ax.set_xlim(0, span)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("seconds", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

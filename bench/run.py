@@ -34,8 +34,10 @@ BROKER_WORKLOADS: dict[str, BrokerWorkload] = {
     "io": workloads.io_bound,
     "cpu": workloads.cpu_bound,
 }
-KUBE_WORKLOADS = ("autoscale", "operator")
-ALL_WORKLOADS = (*BROKER_WORKLOADS, *KUBE_WORKLOADS)
+KUBE_WORKLOADS = ("autoscale", "operator", "autoscale-replay")
+# Simulations: no servers, no cluster.
+SIM_WORKLOADS = ("autoscale-sim",)
+ALL_WORKLOADS = (*BROKER_WORKLOADS, *KUBE_WORKLOADS, *SIM_WORKLOADS)
 CONTENDERS = ("raw-nats", "celeriac", "celery-redis")
 
 
@@ -124,8 +126,29 @@ def run_kube_workloads(args: argparse.Namespace, scratch: Path, save: Save) -> N
         return
     from bench import kubeworkloads
 
-    for name, rows in kubeworkloads.run(selected, quick=args.quick, scratch=scratch / "kube"):
+    stem = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    runs = kubeworkloads.run(
+        selected, quick=args.quick, scratch=scratch / "kube", out=args.out, stem=stem
+    )
+    for name, rows in runs:
         save(name, rows)
+
+
+def run_sim_workloads(args: argparse.Namespace, save: Save) -> None:
+    """The autoscaling simulation: rows saved like a workload's, plus its replica chart."""
+    if "autoscale-sim" not in args.workload:
+        return
+    from bench import autoscalesim
+
+    workloads.say(f"== autoscale-sim: {rendering.TITLES['autoscale-sim']}")
+    started = time.monotonic()
+    rows, curves = autoscalesim.sweep(quick=args.quick, progress=workloads.say)
+    save("autoscale-sim", rows)
+    stem = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    rendering.replica_curves(curves, args.out / f"{stem}-autoscale-sim.png")
+    for v in autoscalesim.verdicts(rows):
+        workloads.say(f"   {v['verdict']:<8} {v['target']}: {v['value']}")
+    workloads.say(f"   ({time.monotonic() - started:.0f} s)")
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> Path:
@@ -149,7 +172,8 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.no_setup:
+    servers = any(w not in SIM_WORKLOADS for w in args.workload)
+    if servers and not args.no_setup:
         try:
             run_setup()
         except SetupError as exc:
@@ -162,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command.strip(),
         "quick": args.quick,
-        "machine": reporting.machine_info(nats_binary()),
+        "machine": reporting.machine_info(nats_binary() if servers else None),
     }
     latest: dict[str, Any] = {}
 
@@ -174,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_broker_workloads(args, scratch, save)
         run_kube_workloads(args, scratch, save)
+        run_sim_workloads(args, save)
     except BaseException:
         print(f"bench: failed; logs kept in {scratch}", file=sys.stderr)
         raise

@@ -110,7 +110,14 @@ def scaling_state(status: Mapping[str, Any] | None) -> ScalingState:
         last_active_time=from_iso(st.get("lastActiveTime")),
         scale_down_since=from_iso(st.get("scaleDownSince")),
         scale_down_peak=int(peak) if peak is not None else None,
+        scale_down_demand=_number(st.get("scaleDownDemand")),
+        scale_down_polls=int(polls) if (polls := st.get("scaleDownPolls")) is not None else None,
+        task_seconds=_number(st.get("taskSeconds")),
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 def scaling_status(decision: Decision) -> dict[str, Any]:
@@ -126,6 +133,9 @@ def scaling_status(decision: Decision) -> dict[str, Any]:
         "lastActiveTime": maybe(state.last_active_time),
         "scaleDownSince": maybe(state.scale_down_since),
         "scaleDownPeak": state.scale_down_peak,
+        "scaleDownDemand": state.scale_down_demand,
+        "scaleDownPolls": state.scale_down_polls,
+        "taskSeconds": state.task_seconds,
     }
     if decision.changed:
         out["lastScaleReason"] = decision.reason

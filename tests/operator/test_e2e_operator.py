@@ -203,6 +203,8 @@ def test_autoscaling_follows_backlog_and_survives_restart(operator: Any, namespa
     }
     apply(kube, namespace, pool_obj(name, [name], autoscaling=auto))
     wait(lambda: replicas_of(kube, namespace, name) == 0, "pool at zero")
+    # The queue's stream comes from the TaskQueue's own reconcile, which may come later.
+    wait(lambda: stream_messages(kube, name) is not None, "the stream")
     publish(kube, name, 35)
     wait(lambda: replicas_of(kube, namespace, name) == 4, "scale up to 4", timeout=15)
     status = wait(
@@ -216,14 +218,15 @@ def test_autoscaling_follows_backlog_and_survives_restart(operator: Any, namespa
     # Restart mid-scale: the new leader keeps the decision and acts only on new work.
     events_before = len(scaled_events(kube, namespace, name))
     operator.restart()
-    publish(kube, name, 10)
-    wait(lambda: replicas_of(kube, namespace, name) == 5, "scale up to 5 after restart")
+    # 60 tasks: beyond 4 x 10 slots by more than a waiting pool's noise (3 sqrt(40)).
+    publish(kube, name, 25)
+    wait(lambda: replicas_of(kube, namespace, name) == 6, "scale up to 6 after restart")
     # The Deployment is scaled first and the status written after it.
     status = wait(
-        lambda: (s := get(kube, namespace, "wp", name)["status"])["desiredReplicas"] == 5 and s,
-        "desiredReplicas 5 recorded",
+        lambda: (s := get(kube, namespace, "wp", name)["status"])["desiredReplicas"] == 6 and s,
+        "desiredReplicas 6 recorded",
     )
-    assert "scale up from 4 to 5" in status["lastScaleReason"]
+    assert "scale up from 4 to 6" in status["lastScaleReason"]
     wait(lambda: len(scaled_events(kube, namespace, name)) == events_before + 1, "one event")
     messages = [e["message"] for e in scaled_events(kube, namespace, name)]
     assert sum("from 0 to 4" in m for m in messages) == 1, messages

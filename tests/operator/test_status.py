@@ -49,7 +49,13 @@ def test_changed_fields() -> None:
 
 def test_scaling_state_round_trips_through_status() -> None:
     state = ScalingState(
-        last_scale_time=T, last_active_time=T + 1, scale_down_since=T + 2, scale_down_peak=3
+        last_scale_time=T,
+        last_active_time=T + 1,
+        scale_down_since=T + 2,
+        scale_down_peak=3,
+        scale_down_demand=41.0,
+        scale_down_polls=7,
+        task_seconds=0.25,
     )
     status = scaling_status(Decision(replicas=4, reason="why", state=state, changed=True))
     assert status["desiredReplicas"] == 4
