@@ -120,6 +120,7 @@ class PoolView:
     replicas: int
     completed: int
     arrived: int
+    ready: int
 
 
 class Controller(Protocol):
@@ -150,27 +151,29 @@ class Celeriac:
         self.name, self.interval, self.settings = name, poll, settings
         self.decide = decide_fn
         self.state = ScalingState()
-        self._last: tuple[int, float] | None = None
+        self._last: PoolView | None = None
 
     def tick(self, view: PoolView) -> int:
         """One poll: the completion rate as the operator measures it (since last poll)."""
-        rate = None
-        if self._last is not None and view.now > self._last[1]:
-            rate = (view.completed - self._last[0]) / (view.now - self._last[1])
-        self._last = (view.completed, view.now)
-        obs = _observation(view, rate)
+        obs = _observation(view, self._last)
+        self._last = view
         decision = self.decide(obs, self.settings, self.state)
         self.state = decision.state
         return decision.replicas
 
 
-def _observation(view: PoolView, rate: float | None) -> Observation:
+def _observation(view: PoolView, last: PoolView | None) -> Observation:
+    """The Observation workerpools.py builds: rates since the previous poll."""
+    span = view.now - last.now if last is not None else 0.0
     return Observation(
         pending=view.pending,
         ack_pending=view.in_flight,
         current_replicas=view.replicas,
         now=view.now,
-        completion_rate=rate,
+        completion_rate=(view.completed - last.completed) / span if last and span > 0 else None,
+        previous_in_flight=last.in_flight if last and span > 0 else None,
+        ready_replicas=view.ready,
+        arrival_rate=(view.arrived - last.arrived) / span if last and span > 0 else None,
     )
 
 
@@ -435,7 +438,8 @@ class _Engine:
         """The controller's poll, and the scaling it asks for."""
         pending = len(self.queue)
         arrived = self.completed + self.in_flight + pending
-        view = PoolView(now, pending, self.in_flight, self.desired, self.completed, arrived)
+        ready = sum(1 for pod in self.pods if pod.ready and not pod.removed)
+        view = PoolView(now, pending, self.in_flight, self.desired, self.completed, arrived, ready)
         target = self.controller.tick(view)
         if target == self.desired:
             return

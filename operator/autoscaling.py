@@ -4,17 +4,20 @@ A pure function, so every rule is table-tested without a cluster or a broker:
 
 * the result always lies in ``[minReplicas, maxReplicas]``;
 * scale up at once when the work needs at least half a replica more than the pool has
-  (from zero as soon as work appears): the replicas busy now, plus enough to drain the
-  waiting tasks within ``targetDrainTime`` at the measured per-replica rate; before any
-  rate is known, ``targetBacklogPerReplica`` tasks per replica;
+  (from zero as soon as work appears): the replicas busy now, plus enough to drain within
+  ``targetDrainTime`` what the ready replicas leave of the backlog by the time a new one
+  has started (both rates and the start time measured); before any rate is known,
+  ``targetBacklogPerReplica`` tasks per replica;
 * a full pool with a few tasks waiting is not "more work": only tasks beyond its slots
   that would wait longer than a task runs (at least a second) at its full rate are, which
   keeps the random peaks of a noisy steady load from flapping it;
-* scale down once per stabilization window, to the replicas the *mean* demand of the
-  window needs (tasks in flight, averaged over its polls, plus square-root headroom) --
-  not a peak remembered while a backlog drained, so a pool is back to one replica within
-  one window of its queue emptying; a window ends after a quarter of it when half the
-  replicas or fewer would do, and lasts 20 task durations at least for long tasks;
+* scale down to the fewest replicas whose expected queueing delay (Erlang C) is within
+  WAIT_BUDGET task durations for the *mean* tasks in flight of the stabilization window,
+  taken LOAD_SIGMAS standard errors high -- not a peak remembered while a backlog
+  drained; a window ends early when half the replicas or fewer would do and nothing
+  waits (the end of a burst), after EARLY_POLLS polls when fewer would do even
+  EARLY_SIGMAS standard errors up, after a quarter of it when it saw no task, and lasts
+  20 task durations at least for long tasks;
 * with ``minReplicas: 0``, go to zero once the queues were empty for ``idleBeforeZero``.
 
 With ``targetBacklogPerReplica`` set explicitly the pool is sized by backlog alone (tasks
@@ -36,10 +39,12 @@ from celeriac.protocol.resources import WorkerPoolSpec
 DEFAULT_DRAIN_SECONDS = 5.0
 # Scale up only for work needing this many replicas more than the pool has.
 UP_SLACK = 0.5
-# A window without demand, or whose demand needs at most half the replicas (and at least
-# EARLY_MIN_STEP fewer), ends after this fraction of it.
+# A window without demand ends after this fraction of it.
 EARLY_FRACTION = 0.25
-EARLY_MIN_STEP = 2
+# A window whose demand, this many standard errors up (stricter than LOAD_SIGMAS: such
+# a window is tested every poll, not once), needs fewer replicas ends after EARLY_POLLS.
+EARLY_POLLS = 3
+EARLY_SIGMAS = 4.0
 # The scale-down window lasts at least this many mean task durations.
 WINDOW_TASKS = 20.0
 # Tasks beyond the slots trigger a scale-up once they would wait this long (or a task's
@@ -48,9 +53,12 @@ UP_WAIT_SECONDS = 1.0
 # Before any rate is measured, a scale-up needs this many standard deviations of the
 # pool's own noise in tasks beyond its slots.
 UP_NOISE = 3.0
-# Slots kept free above the mean in-flight tasks a: a + HEADROOM * sqrt(a) (the
-# square-root staffing rule: waiting stays rare while big pools run near full).
-HEADROOM = 1.0
+# The standing pool is the fewest replicas whose expected queueing delay (Erlang C, for
+# the window's mean tasks in flight) is at most this many task durations.
+WAIT_BUDGET = 0.5
+# ... for the window's mean plus this many standard errors of it: a pool sized for a
+# mean that came out low by chance would overflow and scale back up (a flap).
+LOAD_SIGMAS = 3.0
 # Weight of one poll's task-duration sample, and the most one sample moves the estimate.
 DURATION_SMOOTHING = 0.3
 DURATION_STEP = 2.0
@@ -108,8 +116,14 @@ class Observation:
     ack_pending: int
     current_replicas: int
     now: float
-    # Tasks finished per second by the whole pool, when known.
+    # Tasks finished per second by the whole pool since the previous poll, when known.
     completion_rate: float | None = None
+    # Tasks in flight at the previous poll, when known.
+    previous_in_flight: int | None = None
+    # Replicas ready to work (the rest of current_replicas are starting), when known.
+    ready_replicas: int | None = None
+    # Tasks arriving per second since the previous poll, when known.
+    arrival_rate: float | None = None
 
     @property
     def work(self) -> int:
@@ -133,6 +147,10 @@ class ScalingState:
     # targetBacklogPerReplica, tasks waiting and in flight), and how many polls.
     scale_down_demand: float | None = None
     scale_down_polls: int | None = None
+    # Seconds from a scale-up to its replicas being ready, smoothed; and the time of the
+    # scale-up still waiting for its replicas.
+    start_seconds: float | None = None
+    starting_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,16 +166,37 @@ class Decision:
 def task_seconds(obs: Observation, previous: float | None) -> float | None:
     """The task-duration estimate after this poll (in flight / completion rate, smoothed).
 
-    One sample moves the estimate at most DURATION_STEP-fold: a poll that sees a burst
-    land after an idle interval (many in flight, few completed yet) must not make every
-    replica look slow.
+    Little's law holds over an interval whose tasks in flight held roughly steady: one
+    that began with none (a pool starting, a burst landing on an idle one) or ended a
+    drain (the last few tasks of many just finished) says nothing of how long tasks run,
+    and gives no sample. One sample moves the estimate at most DURATION_STEP-fold.
     """
-    rate = obs.completion_rate
-    if rate is None or rate <= 0 or obs.ack_pending <= 0:
+    rate, before, now = obs.completion_rate, obs.previous_in_flight, obs.ack_pending
+    if rate is None or rate <= 0 or before is None or 2 * min(before, now) < max(before, now):
         return previous
-    sample = obs.ack_pending / rate
-    if previous is None:
-        return sample
+    sample = (before + now) / 2 / rate
+    if sample <= 0:
+        return previous
+    return _smoothed(previous, sample)
+
+
+def start_seconds(obs: Observation, state: ScalingState) -> tuple[float | None, float | None]:
+    """The pod start-time estimate after this poll, and the scale-up still starting.
+
+    The poll that first sees every replica of the last scale-up ready gives a sample: the
+    time since that scale-up (at most a poll interval long).
+    """
+    since, previous = state.starting_since, state.start_seconds
+    ready = obs.ready_replicas
+    if since is None or ready is None or ready < obs.current_replicas:
+        return previous, since
+    return _smoothed(previous, max(obs.now - since, 0.0)), None
+
+
+def _smoothed(previous: float | None, sample: float) -> float:
+    """``sample`` moved into ``previous`` with DURATION_SMOOTHING weight, in log space."""
+    if previous is None or previous <= 0 or sample <= 0:
+        return float(f"{sample:.4g}")
     sample = min(max(sample, previous / DURATION_STEP), previous * DURATION_STEP)
     smoothed = math.exp(
         (1 - DURATION_SMOOTHING) * math.log(previous) + DURATION_SMOOTHING * math.log(sample)
@@ -177,24 +216,41 @@ def replica_rate(
     return None
 
 
-def needed(obs: Observation, settings: ScalingSettings, duration: float | None = None) -> float:
-    """Replicas (fractional) the work calls for now: busy ones plus the backlog's drain."""
+def needed(
+    obs: Observation,
+    settings: ScalingSettings,
+    duration: float | None = None,
+    start: float | None = None,
+) -> float:
+    """Replicas (fractional) the work calls for now: busy ones plus the backlog's drain.
+
+    A replica added now works only once it has started (``start`` seconds, when
+    measured): the backlog it drains is what the ready replicas, beyond keeping up with
+    the tasks arriving, leave by then.
+    """
     if settings.by_backlog:
         return obs.work / settings.target_backlog_per_replica
     per_replica = replica_rate(obs, settings, duration)
     if per_replica is None:
         # Cold start: nothing measured yet.
         return obs.work / settings.target_backlog_per_replica
-    return obs.ack_pending / settings.slots + obs.pending / (per_replica * settings.drain_seconds)
+    backlog = float(obs.pending)
+    if start and obs.ready_replicas and obs.arrival_rate is not None:
+        spare = obs.ready_replicas * per_replica - obs.arrival_rate
+        backlog = max(0.0, backlog - max(0.0, spare) * start)
+    return obs.ack_pending / settings.slots + backlog / (per_replica * settings.drain_seconds)
 
 
 def needed_replicas(
-    obs: Observation, settings: ScalingSettings, duration: float | None = None
+    obs: Observation,
+    settings: ScalingSettings,
+    duration: float | None = None,
+    start: float | None = None,
 ) -> int:
     """Replicas the current work calls for, before clamping (0 when there is no work)."""
     if obs.work <= 0:
         return 0
-    return max(1, math.ceil(needed(obs, settings, duration) - 1e-9))
+    return max(1, math.ceil(needed(obs, settings, duration, start) - 1e-9))
 
 
 def _clamp(value: int, settings: ScalingSettings) -> int:
@@ -209,7 +265,9 @@ def _idle_floor(obs: Observation, settings: ScalingSettings, last_active: float 
     return 1 if idle < settings.idle_before_zero_seconds else 0
 
 
-def _short(obs: Observation, settings: ScalingSettings, duration: float | None) -> bool:
+def _short(
+    obs: Observation, settings: ScalingSettings, duration: float | None, start: float | None
+) -> bool:
     """The pool is short of replicas: the work needs half a replica more than it has, and
     the tasks beyond its slots are no random peak of a steady load. With a measured rate
     that means they would wait longer than a task runs (at least UP_WAIT_SECONDS) at the
@@ -217,7 +275,7 @@ def _short(obs: Observation, settings: ScalingSettings, duration: float | None) 
     the size of its slots."""
     current = obs.current_replicas
     beyond = obs.work - current * settings.slots
-    if needed(obs, settings, duration) <= current + UP_SLACK or beyond <= 0:
+    if needed(obs, settings, duration, start) <= current + UP_SLACK or beyond <= 0:
         return False
     per_replica = replica_rate(obs, settings, duration)
     if per_replica is None or duration is None:
@@ -255,10 +313,17 @@ def decide(obs: Observation, settings: ScalingSettings, state: ScalingState) -> 
         # Work now, or a running pool seen for the first time: the idle clock starts here.
         last_active = obs.now
     duration = task_seconds(obs, state.task_seconds)
-    state = replace(state, last_active_time=last_active, task_seconds=duration)
+    start, starting = start_seconds(obs, state)
+    state = replace(
+        state,
+        last_active_time=last_active,
+        task_seconds=duration,
+        start_seconds=start,
+        starting_since=starting,
+    )
     current = obs.current_replicas
     floor = _idle_floor(obs, settings, last_active)
-    need = needed_replicas(obs, settings, duration)
+    need = needed_replicas(obs, settings, duration, start)
     why = _describe(obs, need, floor)
     calm = replace(
         state,
@@ -273,17 +338,26 @@ def decide(obs: Observation, settings: ScalingSettings, state: ScalingState) -> 
         reason = f"waiting for the {current} replicas starting: {why}"
         return Decision(current, reason, calm, changed=False)
     if up > current and (
-        current == 0 or current < settings.min_replicas or _short(obs, settings, duration)
+        current == 0 or current < settings.min_replicas or _short(obs, settings, duration, start)
     ):
         if up != wanted:
             why += f", clamped to [{settings.min_replicas}, {settings.max_replicas}]"
-        moved = replace(calm, last_scale_time=obs.now)
+        moved = replace(calm, last_scale_time=obs.now, starting_since=obs.now)
         return Decision(up, f"scale up from {current} to {up}: {why}", moved, changed=True)
-    if _clamp(wanted, settings) >= current and current <= settings.max_replicas:
+    # A backlog beyond the pool's slots is being drained, not standing demand: it keeps
+    # the window shut. A full pool without one is a random peak the window averages in.
+    backlog = obs.work > current * settings.slots and not settings.by_backlog
+    if current <= settings.max_replicas and (
+        backlog
+        or (
+            _clamp(wanted, settings) >= current
+            and (settings.by_backlog or current <= max(settings.min_replicas, 1))
+        )
+    ):
         return Decision(current, f"steady: {why}", calm, changed=False)
     if up == 0:
         # Down to zero only through the idle timer, which already waited.
-        moved = replace(calm, last_scale_time=obs.now)
+        moved = replace(calm, last_scale_time=obs.now, starting_since=None)
         return Decision(0, f"scale to zero from {current}: {why}", moved, changed=True)
     # The window counts from the last poll that saw work (it needed every replica then):
     # whatever emptied the queue happened since.
@@ -330,17 +404,29 @@ def _scale_down(
         basis = f"the most needed in {waited:.0f}s"
     else:
         mean = total / polls
-        target = _clamp(max(_window_need(obs, settings, mean, state.task_seconds), floor), settings)
+        load = mean if settings.by_backlog else _load_bound(mean, polls, waited, state.task_seconds)
+        target = _clamp(max(_window_need(obs, settings, load, state.task_seconds), floor), settings)
         basis = f"the mean demand of {waited:.0f}s ({mean:.1f} tasks in flight)"
-    # Demand at half the replicas or less (or none at all) is no noise: that window may
-    # end early.
-    early = (
+    # No demand for a quarter of the window ends it. So does demand that needs fewer
+    # replicas while nothing waits: at once when half of them or fewer would do (the end
+    # of a burst), else after EARLY_POLLS polls if it does EARLY_SIGMAS standard errors up.
+    early = (not legacy and total == 0 and waited >= window * EARLY_FRACTION) or (
         not legacy
-        and waited >= window * EARLY_FRACTION
-        and (total == 0 or (2 * target <= current and current - target >= EARLY_MIN_STEP))
+        and total > 0
+        and obs.pending == 0
+        and (
+            2 * target <= current
+            or _sure_fewer(
+                obs, settings, state.task_seconds, window=(total, polls, waited), floor=floor
+            )
+        )
     )
     if waited < window and not early:
-        reason = f"waiting {window - waited:.0f}s more before scaling down: {why}"
+        reason = (
+            f"steady: {why}"
+            if need >= current
+            else f"waiting {window - waited:.0f}s more before scaling down: {why}"
+        )
         return Decision(current, reason, waiting, changed=False)
     if target >= current:
         # The window's mean still needs them all: measure a fresh window.
@@ -356,9 +442,85 @@ def _scale_down(
         last_scale_time=obs.now,
         last_active_time=state.last_active_time,
         task_seconds=state.task_seconds,
+        start_seconds=state.start_seconds,
     )
     reason = f"scale down from {current} to {target}: {basis}; {why}"
     return Decision(target, reason, done, changed=True)
+
+
+def _sure_fewer(
+    obs: Observation,
+    settings: ScalingSettings,
+    duration: float | None,
+    *,
+    window: tuple[float, int, float],
+    floor: int,
+) -> bool:
+    """Fewer replicas would do even for the window's mean EARLY_SIGMAS standard errors up
+    (``window``: its summed demand, polls and length)."""
+    total, polls, waited = window
+    if settings.by_backlog or polls < EARLY_POLLS:
+        return False
+    load = _load_bound(total / polls, polls, waited, duration, EARLY_SIGMAS)
+    need = max(_window_need(obs, settings, load, duration), floor)
+    return _clamp(need, settings) < obs.current_replicas
+
+
+def _load_bound(
+    mean: float, polls: int, waited: float, duration: float | None, sigmas: float = LOAD_SIGMAS
+) -> float:
+    """The window's mean tasks in flight, raised by ``sigmas`` standard errors.
+
+    Tasks in flight at one poll are a Poisson count, so the mean of n independent polls
+    is off by sqrt(mean / n); polls closer together than a task runs see the same tasks,
+    so n is at most the window's length in task durations.
+    """
+    samples = float(polls)
+    if duration:
+        samples = min(samples, waited / duration)
+    return mean + sigmas * math.sqrt(mean / max(samples, 1.0))
+
+
+def _erlang_b(servers: int, load: float, start: tuple[int, float] = (0, 1.0)) -> float:
+    """Erlang B blocking probability by its recursion (stable for large pools), carried on
+    from ``start`` (servers, blocking) so a search over pool sizes runs it once."""
+    done, blocked = start
+    for k in range(done + 1, servers + 1):
+        blocked = load * blocked / (k + load * blocked)
+    return blocked
+
+
+def _wait_from_blocking(servers: int, load: float, blocked: float) -> float:
+    """Erlang C from Erlang B, divided by the spare slots: the mean wait in task durations."""
+    if load >= servers:
+        return math.inf
+    waiting = servers * blocked / (servers - load * (1 - blocked))
+    return waiting / (servers - load)
+
+
+def expected_wait(servers: int, load: float) -> float:
+    """Mean queueing delay, in task durations, of ``load`` tasks in flight on average
+    (arrival rate x task duration) spread over ``servers`` slots: Erlang C divided by the
+    spare slots (M/M/c). Infinite when the slots cannot keep up."""
+    if load <= 0:
+        return 0.0
+    return _wait_from_blocking(servers, load, _erlang_b(servers, load))
+
+
+def staffed_replicas(load: float, slots: int, budget: float | None = None) -> int:
+    """The fewest replicas of ``slots`` slots keeping the expected wait of ``load`` tasks
+    in flight on average within ``budget`` task durations (0 for no load)."""
+    if load <= 0:
+        return 0
+    budget = WAIT_BUDGET if budget is None else budget
+    replicas = max(1, math.ceil(load / slots - 1e-9))
+    servers = replicas * slots
+    blocked = _erlang_b(servers, load)
+    while _wait_from_blocking(servers, load, blocked) > budget:
+        replicas += 1
+        blocked = _erlang_b(replicas * slots, load, (servers, blocked))
+        servers = replicas * slots
+    return replicas
 
 
 def _window_need(
@@ -368,7 +530,7 @@ def _window_need(
     if settings.by_backlog:
         replicas = mean / settings.target_backlog_per_replica
     else:
-        replicas = (mean + HEADROOM * math.sqrt(mean)) / settings.slots
+        replicas = float(staffed_replicas(mean, settings.slots))
         per_replica = replica_rate(obs, settings, duration)
         if obs.pending and per_replica:
             replicas += obs.pending / (per_replica * settings.drain_seconds)

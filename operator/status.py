@@ -113,6 +113,8 @@ def scaling_state(status: Mapping[str, Any] | None) -> ScalingState:
         scale_down_demand=_number(st.get("scaleDownDemand")),
         scale_down_polls=int(polls) if (polls := st.get("scaleDownPolls")) is not None else None,
         task_seconds=_number(st.get("taskSeconds")),
+        start_seconds=_number(st.get("startSeconds")),
+        starting_since=from_iso(st.get("startingSince")),
     )
 
 
@@ -136,6 +138,8 @@ def scaling_status(decision: Decision) -> dict[str, Any]:
         "scaleDownDemand": state.scale_down_demand,
         "scaleDownPolls": state.scale_down_polls,
         "taskSeconds": state.task_seconds,
+        "startSeconds": state.start_seconds,
+        "startingSince": maybe(state.starting_since),
     }
     if decision.changed:
         out["lastScaleReason"] = decision.reason

@@ -181,13 +181,23 @@ def _queues_condition(missing: list[str]) -> dict[str, Any]:
     return condition("QueuesFound", False, "QueueNotFound", message)
 
 
-def _completion_rate(memo: kopf.Memo, completed: int, now: float) -> float | None:
-    """Tasks per second finished since the previous poll (kept in the object's memo)."""
-    previous = memo.get("completed")
-    memo["completed"] = (completed, now)
-    if previous is None or now <= previous[1] or completed < previous[0]:
-        return None
-    return float((completed - previous[0]) / (now - previous[1]))
+class _Rates(NamedTuple):
+    """Tasks per second finished and arrived since the previous poll, and the tasks in
+    flight then; None where there was no previous poll to compare with."""
+
+    completed: float | None = None
+    arrived: float | None = None
+    in_flight: int | None = None
+
+
+def _rates(memo: kopf.Memo, completed: int, arrived: int, in_flight: int, now: float) -> _Rates:
+    """The rates since the previous poll (whose counters the object's memo keeps)."""
+    previous = memo.get("counters")
+    memo["counters"] = (completed, arrived, in_flight, now)
+    if previous is None or now <= previous[3] or completed < previous[0] or arrived < previous[1]:
+        return _Rates()
+    span = now - previous[3]
+    return _Rates((completed - previous[0]) / span, (arrived - previous[1]) / span, previous[2])
 
 
 def poll_interval(spec: WorkerPoolSpec) -> float:
@@ -297,8 +307,20 @@ async def _observation(
         return fields, [condition("Ready", False, "NatsUnavailable", f"NATS: {exc!r}")]
     fields.update(_queue_fields(found))
     if spec.autoscaling_enabled():
-        rate = _completion_rate(memo, sum(s.completed for s in found), now)
-        obs = Observation(fields["backlog"], fields["inFlight"], dep.desired, now, rate)
+        completed = sum(s.completed for s in found)
+        # Every task that reached the queues is finished, running or waiting.
+        arrived = completed + fields["inFlight"] + fields["backlog"]
+        rates = _rates(memo, completed, arrived, fields["inFlight"], now)
+        obs = Observation(
+            pending=fields["backlog"],
+            ack_pending=fields["inFlight"],
+            current_replicas=dep.desired,
+            now=now,
+            completion_rate=rates.completed,
+            previous_in_flight=rates.in_flight,
+            ready_replicas=dep.ready,
+            arrival_rate=rates.arrived,
+        )
         fields.update(await _autoscale(body, spec, obs, status, memo))
     else:
         fields["desiredReplicas"] = spec.replicas

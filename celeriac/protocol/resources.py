@@ -503,6 +503,16 @@ class WorkerPoolStatus(KubeModel):
         description="Mean seconds a task runs, as the autoscaler measures it (tasks in "
         "flight / completion rate); it sizes scale-ups by throughput.",
     )
+    start_seconds: float | None = Field(
+        default=None,
+        description="Seconds from a scale-up to its replicas being ready, as the autoscaler "
+        "measures it; a scale-up leaves to the ready replicas the backlog they drain by then.",
+    )
+    starting_since: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="Time of the scale-up whose replicas are not all ready yet.",
+    )
 
 
 # ---------------------------------------------------------------------------- TaskSchedule

@@ -81,7 +81,7 @@ def test_keda_model_follows_its_documented_defaults() -> None:
     keda = Keda(max_replicas=20)
 
     def view(now: float, lag: int, replicas: int) -> PoolView:
-        return PoolView(now, lag, 0, replicas, 0, lag)
+        return PoolView(now, lag, 0, replicas, 0, lag, replicas)
 
     # Activation only on a KEDA poll (every 30 s), then the HPA: at most max(2x, +4) a sync.
     assert keda.tick(view(15.0, 500, 0)) == 0
