@@ -15,9 +15,12 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.async_result import AsyncResult, GroupResult
     from celeriac.canvas import Signature, chain, chord, group
+    from celeriac.current import current_app
     from celeriac.exceptions import (
         BatchPublishError,
         CeleriacError,
+        ImproperlyConfigured,
+        MaxRetriesExceededError,
         NatsRefusedError,
         PublishError,
         Retry,
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     )
     from celeriac.natsauth import NatsAuth
     from celeriac.protocol.states import TaskState
+    from celeriac.shared import shared_task
     from celeriac.task import Task
 
 _EXPORTS = {
@@ -37,6 +41,10 @@ _EXPORTS = {
     "chain": "celeriac.canvas",
     "chord": "celeriac.canvas",
     "group": "celeriac.canvas",
+    "current_app": "celeriac.current",
+    "shared_task": "celeriac.shared",
+    "ImproperlyConfigured": "celeriac.exceptions",
+    "MaxRetriesExceededError": "celeriac.exceptions",
     "BatchPublishError": "celeriac.exceptions",
     "CeleriacError": "celeriac.exceptions",
     "NatsRefusedError": "celeriac.exceptions",
@@ -56,6 +64,8 @@ __all__ = [
     "Celeriac",
     "CeleriacError",
     "GroupResult",
+    "ImproperlyConfigured",
+    "MaxRetriesExceededError",
     "NatsAuth",
     "NatsRefusedError",
     "PublishError",
@@ -69,7 +79,9 @@ __all__ = [
     "__version__",
     "chain",
     "chord",
+    "current_app",
     "group",
+    "shared_task",
 ]
 
 

@@ -1,7 +1,8 @@
 """The ``celeriac`` command: dispatches to each component's own command line.
 
 Subcommands are imported lazily so ``celeriac worker`` never imports kopf and
-``celeriac operator`` never imports the worker runtime. ``celeriac schedule``
+``celeriac operator`` never imports the worker runtime. As in Celery, the app may
+come before the command: ``celeriac -A proj worker -P threads -c 8``. ``celeriac schedule``
 (periodic tasks) needs only the SDK and lives here.
 """
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
     from celeriac.broker import Broker
     from celeriac.schedulestore import ScheduleInfo
 
+
+class CommandError(Exception):
+    """A mistake on the command line, reported as one sentence."""
+
+
 # subcommand -> (module whose main(argv) returns an exit code, the extra it needs, help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("celeriac.worker_runtime.cli", "worker", "run a worker that consumes queues"),
@@ -45,9 +51,89 @@ ADMIN_COMMANDS: dict[str, str] = {
 }
 
 
+# Celery's options before the command that Celeriac does not have: flag -> what to do.
+_CELERY_GLOBAL_ONLY = {
+    "-b": "the NATS URL comes from the app (nats_url=...) or $CELERIAC_NATS_URL",
+    "--broker": "the NATS URL comes from the app (nats_url=...) or $CELERIAC_NATS_URL",
+    "--result-backend": "results are stored on the NATS server: drop the option",
+    "--loader": "drop the option: -A names the module that defines the app",
+    "--config": "configure the app in the module -A names",
+    "--workdir": "change to that folder before running celeriac",
+    "-C": "drop the option",
+    "--no-color": "drop the option",
+    "-q": "drop the option",
+    "--quiet": "drop the option",
+    "--skip-checks": "drop the option",
+}
+# Celery's commands that Celeriac has no twin of, and what to use instead.
+_CELERY_COMMANDS = {
+    "beat": "schedules are held by the NATS server; declare TaskSchedule resources or "
+    "@app.periodic_task and run `celeriac schedule sync -A MODULE`",
+    "flower": "run `celeriac dashboard`",
+    "control": "use `celeriac revoke`, `celeriac purge` or `celeriac inspect`",
+    "multi": "run one `celeriac worker` per process, or a WorkerPool on Kubernetes",
+}
+# Commands that take the app given before them (celeriac -A proj worker ...).
+_TAKES_APP = ("worker", "schedule")
+
+
+def split_app(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Celery's ``celeriac -A proj COMMAND ...``: the app given before the command,
+    and the rest; a Celery option there that Celeriac lacks raises ``CommandError``."""
+    rest = list(args)
+    app: str | None = None
+    while rest and rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version"):
+        arg = rest.pop(0)
+        if arg in ("-A", "--app"):
+            if not rest or rest[0].startswith("-"):
+                raise CommandError(f"{arg} needs a value: MODULE[:APP]")
+            value = rest.pop(0)
+        elif arg.startswith("--app="):
+            value = arg.removeprefix("--app=")
+        elif arg.startswith("-A"):
+            value = arg[2:]
+        else:
+            flag = arg.split("=", 1)[0]
+            advice = _CELERY_GLOBAL_ONLY.get(flag)
+            if advice is None:
+                raise CommandError(f"unknown option {flag} before the command")
+            raise CommandError(f"{flag} is a Celery option Celeriac does not have: {advice}")
+        if app is not None:
+            raise CommandError("give -A/--app once")
+        app = value
+    return app, rest
+
+
+def _with_app(app: str, args: list[str]) -> list[str]:
+    """``args`` (a command and its own arguments) with the app given before it."""
+    command = args[0] if args else None
+    if command not in _TAKES_APP:
+        if command is None:
+            raise CommandError(f"-A {app}: name a command after it, e.g. celeriac -A {app} worker")
+        if command in _CELERY_COMMANDS:
+            raise CommandError(f"celeriac has no `{command}` command: {_CELERY_COMMANDS[command]}")
+        raise CommandError(
+            f"-A/--app before the command applies to {' and '.join(_TAKES_APP)}, not to "
+            f"`celeriac {command}`, which finds NATS through --nats-url or $CELERIAC_NATS_URL"
+        )
+    own = args[1:]
+    if any(a in ("-A", "--app") or a.startswith("--app=") for a in own):
+        raise CommandError("give -A/--app once: before the command or after it")
+    if command == "worker":
+        return [command, "-A", app, *own]
+    return [command, *own, "-A", app]  # schedule ACTION ... -A app
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``celeriac`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app, args = split_app(args)
+        if app is not None:
+            args = _with_app(app, args)
+    except CommandError as exc:
+        print(f"celeriac: error: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(
         prog="celeriac",
         description="Celeriac: a Kubernetes-native distributed task queue on NATS JetStream.",
@@ -83,10 +169,6 @@ def _component(command: str, extra: str, module_name: str, argv: list[str]) -> i
 
 
 # celeriac schedule -----------------------------------------------------------------------------
-
-
-class CommandError(Exception):
-    """A mistake on the command line, reported as one sentence."""
 
 
 def schedule_parser() -> argparse.ArgumentParser:
@@ -188,7 +270,7 @@ def _command_app(ns: argparse.Namespace) -> Celeriac:
         if ns.nats_url:
             app.nats_url = ns.nats_url
         return app
-    return Celeriac("celeriac-cli", ns.nats_url, declare_queues=False)
+    return Celeriac("celeriac-cli", ns.nats_url, declare_queues=False, set_as_current=False)
 
 
 def load_app(spec: str) -> Celeriac:

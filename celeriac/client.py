@@ -17,9 +17,14 @@ from celeriac.broker import DEFAULT_CONNECT_TIMEOUT, Broker
 from celeriac.natsauth import NatsAuth
 from celeriac.planning import Plan, execute
 from celeriac.protocol.signing import SigningKeys
+from celeriac.remoteerrors import DEFAULT_EXCEPTION_MODULES
 from celeriac.syncbridge import SyncBridge
 
 T = TypeVar("T")
+
+#: What makes a connected broker, with ``Broker.connect``'s arguments (the URL, then
+#: keywords). ``Broker.connect`` itself unless a client is given another (``use_connector``).
+Connector = Callable[..., Coroutine[Any, Any, Broker]]
 
 
 class Client:
@@ -48,6 +53,15 @@ class Client:
         self._brokers: dict[asyncio.AbstractEventLoop, asyncio.Future[Broker]] = {}
         self._lock = threading.Lock()
         self._bridge = SyncBridge(name)
+        self.connector: Connector | None = None
+        # Modules whose exceptions results re-raise as themselves (celeriac.remoteerrors).
+        self.exception_modules: tuple[str, ...] = DEFAULT_EXCEPTION_MODULES
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker made on a loop still running exists (until closed)."""
+        with self._lock:
+            return any(not loop.is_closed() for loop in self._brokers)
 
     async def broker(self) -> Broker:
         """The connected broker for the running event loop (one per loop, made on first use).
@@ -63,8 +77,9 @@ class Client:
             if future is None or _failed(future):
                 # In a context of its own: the connection's background tasks start here
                 # and must not keep the first caller's context (its trace span, say).
+                connect = self.connector or Broker.connect
                 future = loop.create_task(
-                    Broker.connect(
+                    connect(
                         self.nats_url,
                         declare=self.declare_queues,
                         result_ttl=self.result_ttl,
@@ -82,6 +97,18 @@ class Client:
                 if self._brokers.get(loop) is future:
                     del self._brokers[loop]
             raise
+
+    def use_connector(self, connector: Connector | None) -> None:
+        """Make brokers with ``connector`` from now on (None: ``Broker.connect``).
+
+        The background loop's broker is closed; brokers made on other loops are
+        forgotten, so the next call on any loop connects anew. ``celeriac.testing``
+        puts its in-memory NATS in place this way.
+        """
+        self.close()
+        with self._lock:
+            self._brokers.clear()
+            self.connector = connector
 
     def run_sync(
         self,

@@ -37,6 +37,11 @@ class Declarer:
         self._queues: dict[str, QueueInfo] = {}
         self._lock = asyncio.Lock()
 
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context everything is declared through."""
+        return self._js
+
     async def ensure_queue(self, queue: str) -> QueueInfo:
         """The queue's info, creating its streams and consumer first if allowed and missing."""
         known = self._queues.get(queue)

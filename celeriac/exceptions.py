@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 
 class CeleriacError(Exception):
@@ -19,8 +20,9 @@ class NatsRefusedError(CeleriacError):
 class Retry(Exception):  # noqa: N818 - the Celery name users expect
     """Raised inside a task (usually through ``self.retry()``) to run it again later.
 
-    ``countdown`` overrides the backoff delay; ``exc`` is the error that caused the
-    retry and is what gets recorded (and dead-lettered after the last retry).
+    ``countdown`` overrides the task's ``default_retry_delay``; ``exc`` is the error
+    that caused the retry and is what gets recorded (and dead-lettered after the last
+    retry); ``max_retries`` overrides the task's for this retry.
     """
 
     def __init__(
@@ -36,6 +38,35 @@ class Retry(Exception):  # noqa: N818 - the Celery name users expect
         self.max_retries = max_retries
         text = message or (f"retry requested: {exc!r}" if exc is not None else "retry requested")
         super().__init__(text)
+
+
+class MaxRetriesExceededError(CeleriacError):
+    """A task asked for a retry (``self.retry()``) with no retries left.
+
+    Raised inside the task, so it can be caught there; uncaught, the task ends
+    ``FAILURE`` with this error. ``self.retry(exc=...)`` raises ``exc`` instead.
+    """
+
+
+@dataclass(frozen=True)
+class ExceptionInfo:
+    """What the failure hooks of a task class receive as ``einfo``.
+
+    ``exception`` is the exception the task raised (in the processes pool, a copy
+    made in the child; a stand-in when it could not be copied or the error did not
+    come from an exception, such as a hard time limit).
+    """
+
+    exception: BaseException
+    traceback: str
+
+    @property
+    def type(self) -> type[BaseException]:
+        """The exception's class."""
+        return type(self.exception)
+
+    def __str__(self) -> str:
+        return self.traceback
 
 
 class TaskRevokedError(CeleriacError):
@@ -54,7 +85,12 @@ class TaskError(CeleriacError):
     """A task failed; raised by ``AsyncResult.get(propagate=True)`` in the caller.
 
     Carries the remote exception's type name, its message and the worker's traceback.
+    The error ``get()`` raises is often a subclass (see ``celeriac.remoteerrors``):
+    also an instance of the remote type when the caller may import it.
     """
+
+    # The module of the remote exception's type, when the worker recorded it.
+    exc_module: str | None = None
 
     def __init__(
         self, task_id: str, exc_type: str | None, message: str, traceback: str | None = None
@@ -117,3 +153,8 @@ class BatchPublishError(PublishError):
     def failed(self) -> dict[str, BaseException]:
         """The cause per task id (the same as ``errors``)."""
         return self.errors
+
+
+class ImproperlyConfigured(CeleriacError, ValueError):  # noqa: N818 - the Celery name users expect
+    """A setting (``app.conf``, ``config_from_object``, ``Celeriac(...)``) is unknown,
+    not supported by Celeriac, or has a bad value; the message names it."""

@@ -65,6 +65,13 @@ class ResultStore:
             return False
         return True
 
+    async def delete(self, task_id: str) -> None:
+        """Remove the record of ``task_id`` (``forget()``): it reads as PENDING again.
+        The bucket keeps one revision per key, so the delete marker replaces the record.
+        Nothing stored is not an error."""
+        kv = await self.kv()
+        await kv.delete(task_id)
+
     async def wait(self, task_id: str, timeout: float | None) -> ResultRecord:  # noqa: ASYNC109
         """Watch ``task_id`` until its state is final (SUCCESS, FAILURE, REVOKED).
 

@@ -12,11 +12,18 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from celeriac.protocol import names
 from celeriac.protocol.arguments import check_arguments
-from celeriac.protocol.envelope import ChordRef, Signature, TaskMessage
+from celeriac.protocol.envelope import (
+    MAX_CANVAS_DEPTH,
+    ChordRef,
+    GroupStep,
+    Signature,
+    TaskMessage,
+    canvas_depth,
+)
 from celeriac.protocol.webhooks import webhook_target
 
 # The variant nibble of a version 4 UUID is 10xx: one of these, picked by two random bits.
@@ -57,6 +64,20 @@ def absolute_time(value: datetime | float | None, what: str) -> datetime | None:
     return datetime.now(UTC) + timedelta(seconds=float(value))
 
 
+# What the continuation of one message (its chain, chord, links) may take once encoded:
+# a quarter of NATS's default largest message, leaving room for the arguments.
+MAX_CANVAS_BYTES = 256 * 1024
+
+
+@runtime_checkable
+class Linkable(Protocol):
+    """What ``link=`` and ``link_error=`` take: a signature (or a chain) in the SDK."""
+
+    def to_wire(self) -> Signature:
+        """The signature's JSON form."""
+        ...
+
+
 @dataclass(frozen=True)
 class Links:
     """Where a message sits in a canvas: set by canvas and the worker, never by callers."""
@@ -66,7 +87,7 @@ class Links:
     group_id: str | None = None
     group_index: int | None = None
     chord: ChordRef | None = None
-    chain: Sequence[Signature] = ()
+    chain: Sequence[Signature | GroupStep] = ()
 
 
 #: A message submitted on its own, outside any canvas.
@@ -91,6 +112,9 @@ class Submission:
     soft_time_limit: float | None = None
     # A URL or {url, events, secret}: see protocol.webhooks.
     webhook: Any = None
+    # Signatures sent when the task succeeds / fails for good.
+    link: Sequence[Signature] = ()
+    link_error: Sequence[Signature] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +179,25 @@ def _check_limit(name: str, value: Any) -> None:
     _check_seconds(name, value, positive=True)
 
 
+def _check_links(name: str, value: Any) -> list[Any]:
+    """``link``/``link_error``: one signature or a list of them (converted when sent)."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if not isinstance(item, Signature | Linkable):
+            raise TypeError(
+                f"{name} takes a task signature (task.s(...)) or a list of them, not {item!r}"
+            )
+    return items
+
+
+def wire_links(name: str, value: Any) -> list[Signature]:
+    """``link``/``link_error`` as the JSON signatures a message carries."""
+    return [
+        item if isinstance(item, Signature) else item.to_wire()
+        for item in _check_links(name, value)
+    ]
+
+
 # Each option's check on its own value; ``check_options`` checks how they combine.
 _CHECKS: dict[str, Callable[[str, Any], object]] = {
     "queue": _check_queue,
@@ -168,6 +211,8 @@ _CHECKS: dict[str, Callable[[str, Any], object]] = {
     "time_limit": _check_limit,
     "soft_time_limit": _check_limit,
     "webhook": lambda _, value: webhook_target(value),
+    "link": _check_links,
+    "link_error": _check_links,
 }
 
 #: Delivery options every submit call and every signature accepts, in every spelling.
@@ -226,10 +271,41 @@ def prepare(
     opts = check_options(options, call)
     countdown, eta = opts.pop("countdown", None), opts.pop("eta", None)
     queue = opts.pop("queue", None) or default_queue
+    for name in ("link", "link_error"):
+        if name in opts:
+            opts[name] = wire_links(name, opts[name])
     sub = Submission(
         task=task, queue=queue, args=args or (), kwargs=kwargs or {}, links=links, **opts
     )
     return Delayed(build_message(sub), countdown, eta)
+
+
+def check_canvas(task_id: str, sub: Submission, links: Links) -> None:
+    """Refuse a continuation (chain, chord, links) nested or sized beyond the bounds.
+
+    A message launched by a finished task (``parent_id`` set) carries a part of its
+    parent's canvas, measured when that was submitted: give or take a chord's few
+    bytes, which must not refuse it now. The envelope still refuses too deep a one.
+    """
+    if links.parent_id is not None:
+        return
+    what = f"the canvas sent with task {task_id} ({sub.task})"
+    depth = canvas_depth(links.chain, links.chord, sub.link, sub.link_error)
+    if depth > MAX_CANVAS_DEPTH:
+        raise ValueError(
+            f"{what} is nested {depth} levels deep; at most {MAX_CANVAS_DEPTH} "
+            "(MAX_CANVAS_DEPTH) are allowed: flatten it, or send the inner part from a task"
+        )
+    parts: list[Signature | GroupStep] = [*links.chain, *sub.link, *sub.link_error]
+    if links.chord is not None:
+        parts.append(links.chord.callback)
+    size = sum(len(part.dumps()) for part in parts)
+    if size > MAX_CANVAS_BYTES:
+        raise ValueError(
+            f"{what} takes {size} bytes encoded, more than the {MAX_CANVAS_BYTES} "
+            "(MAX_CANVAS_BYTES) one message may carry: pass smaller arguments to the "
+            "later steps, or send part of the work from a task"
+        )
 
 
 def build_message(sub: Submission) -> TaskMessage:
@@ -248,8 +324,14 @@ def build_message(sub: Submission) -> TaskMessage:
     if headers:
         fields["headers"] = headers
     links = sub.links
+    if links.chain or links.chord is not None or sub.link or sub.link_error:
+        check_canvas(task_id, sub, links)
     if links.chain:
         fields["chain"] = list(links.chain)
+    if sub.link:
+        fields["link"] = list(sub.link)
+    if sub.link_error:
+        fields["link_error"] = list(sub.link_error)
     if sub.ignore_result is not False:
         fields["ignore_result"] = sub.ignore_result
     optional = {

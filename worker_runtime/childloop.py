@@ -7,14 +7,15 @@ task logs here name it as they would in the parent.
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
 from celeriac.exceptions import SoftTimeLimitExceeded
-from celeriac.worker_runtime.execution import Call, ErrorInfo, error_info, invoke
+from celeriac.signals import worker_process_init
+from celeriac.worker_runtime.childreplies import pack, unsendable
+from celeriac.worker_runtime.execution import Call, ErrorInfo, invoke, portable, task_error
 from celeriac.worker_runtime.loading import load_app
 from celeriac.worker_runtime.logs import LogSetup, TaskLogContext, apply_setup, task_context
 
@@ -39,6 +40,7 @@ def serve(app_spec: str, conn: Connection, logging_setup: LogSetup) -> None:
     signal.signal(signal.SIGUSR1, soft_limit)
     apply_setup(logging_setup)
     app = load_app(app_spec)
+    worker_process_init.send(sender=None)  # receivers' errors are logged, never fatal
     # The parent sends work, and starts its time-limit clocks, only after this.
     conn.send(("ready", None))
     while True:
@@ -49,11 +51,12 @@ def serve(app_spec: str, conn: Connection, logging_setup: LogSetup) -> None:
         if work is None:
             return
         call, context = work
-        reply = _run(app.tasks.get(call.task), call, context, running)
+        kind, payload = _run(app.tasks.get(call.task), call, context, running)
         try:
-            conn.send(reply)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            conn.send(("error", ErrorInfo("PicklingError", f"result cannot be sent back: {exc}")))
+            reply = pack(kind, payload)
+        except Exception as exc:  # a value pickle refuses, whatever it raises
+            reply = unsendable(exc)
+        conn.send(reply)
 
 
 def _run(
@@ -66,6 +69,6 @@ def _run(
         try:
             return "ok", invoke(task, call)
         except BaseException as exc:
-            return "error", error_info(exc)
+            return "error", portable(task_error(task, exc))
         finally:
             running.active = False

@@ -10,22 +10,17 @@ settled, so even a redelivery long after the duplicate window does nothing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from pydantic import BaseModel, Field
 
-from celeriac.protocol.envelope import ResultRecord, TaskMessage
-from celeriac.protocol.states import TaskState
-from celeriac.worker_runtime.launching import signature_message
+from celeriac.protocol.envelope import ChordRef
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nats.js.kv import KeyValue
-
-    from celeriac.broker import Broker
 
 _CAS_ATTEMPTS = 100
 
@@ -75,16 +70,22 @@ async def _update(
     raise RuntimeError(f"chord {key}: too much contention updating its progress")
 
 
-def _member_key(message: TaskMessage) -> str:
-    return str(message.group_index) if message.group_index is not None else message.id
+def _ordered(progress: ChordProgress, size: int) -> list[Any]:
+    indexes = [str(i) for i in range(size)]
+    if all(i in progress.results for i in indexes):
+        return [progress.results[i] for i in indexes]
+    # Members submitted without an index (hand-written messages): arrival order.
+    return list(progress.results.values())
 
 
 async def chord_member_succeeded(
-    broker: Broker, kv: KeyValue, message: TaskMessage, result: Any
-) -> None:
-    """Record a member's result; publish the callback if this completes the chord."""
-    assert message.chord is not None
-    ref, key = message.chord, _member_key(message)
+    kv: KeyValue, ref: ChordRef, key: str, result: Any
+) -> list[Any] | None:
+    """Record a member's result; the results in member order if the callback is due now.
+
+    The caller publishes the callback, then calls ``settle``; a redelivery in between
+    publishes it again under the same id, which the server drops.
+    """
 
     def add(progress: ChordProgress) -> bool:
         if key in progress.results:
@@ -94,36 +95,35 @@ async def chord_member_succeeded(
 
     progress = await _update(kv, ref.id, ref.size, add)
     if progress.complete and not progress.settled and progress.failed is None:
-        await _publish_callback(broker, message, progress)
-        await _update(kv, ref.id, ref.size, _settle)
+        return _ordered(progress, ref.size)
+    return None
 
 
 async def chord_member_failed(
-    broker: Broker, kv: KeyValue, message: TaskMessage, record: ResultRecord
-) -> None:
-    """Record a member's final failure; the callback will not run, the chord fails."""
-    assert message.chord is not None
-    ref = message.chord
-    reason = f"chord member {message.id} (index {message.group_index}) failed: {record.error}"
+    kv: KeyValue, ref: ChordRef, reason: str, exc_type: str | None
+) -> tuple[str, str] | None:
+    """Record a member's final failure (``reason`` names it); the callback will not run.
+
+    Returns the chord's failure (reason, exception type) while it is not settled yet:
+    the caller stores it under the callback's id, fails what follows, then calls
+    ``settle``. The first member to fail is the one the chord names.
+    """
 
     def fail(progress: ChordProgress) -> bool:
         if progress.failed is not None or progress.settled:
             return False
-        progress.failed, progress.failed_exc_type = reason, record.exc_type
+        progress.failed, progress.failed_exc_type = reason, exc_type
         return True
 
     progress = await _update(kv, ref.id, ref.size, fail)
     if progress.failed is not None and not progress.settled:
-        failure = ResultRecord(
-            state=TaskState.FAILURE,
-            task=ref.callback.task,
-            error=progress.failed,
-            exc_type=progress.failed_exc_type or "ChordError",
-            traceback=record.traceback,
-            date_done=datetime.now(UTC),
-        )
-        await broker.results.put(ref.id, failure)
-        await _update(kv, ref.id, ref.size, _settle)
+        return progress.failed, progress.failed_exc_type or "ChordError"
+    return None
+
+
+async def settle(kv: KeyValue, ref: ChordRef) -> None:
+    """Mark the chord done (callback published or failure recorded): nothing more happens."""
+    await _update(kv, ref.id, ref.size, _settle)
 
 
 def _settle(progress: ChordProgress) -> bool:
@@ -131,18 +131,3 @@ def _settle(progress: ChordProgress) -> bool:
         return False
     progress.settled = True
     return True
-
-
-async def _publish_callback(broker: Broker, message: TaskMessage, progress: ChordProgress) -> None:
-    assert message.chord is not None
-    ref = message.chord
-    indexes = [str(i) for i in range(ref.size)]
-    if all(i in progress.results for i in indexes):
-        ordered = [progress.results[i] for i in indexes]
-    else:  # members submitted without an index (hand-written messages): arrival order
-        ordered = list(progress.results.values())
-    step = ref.callback
-    args = list(step.args) if step.immutable else [ordered, *step.args]
-    launched = signature_message(step, task_id=ref.id, parent=message, args=args)
-    callback = launched.message.model_copy(update={"parent_id": message.group_id or message.id})
-    await broker.publish_task(callback, countdown=launched.countdown)

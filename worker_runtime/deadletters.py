@@ -81,12 +81,25 @@ def _prefix(text: str, room: int) -> str:
     return text[:low]
 
 
+def letter_id(letter: DeadLetter) -> str | None:
+    """The letter's ``Nats-Msg-Id``: the same each time one stored message is
+    dead-lettered for one reason, so the dead-letter stream drops a repeat (a worker
+    that settles the message again after an error past the letter) inside its
+    duplicate window. None without a stream sequence to derive it from."""
+    if letter.stream_sequence is None:
+        return None
+    task_id = letter.task_id or "-"
+    return f"dead.{letter.queue}.{letter.stream_sequence}.{letter.reason.value}.{task_id}"
+
+
 async def publish_dead_letter(broker: Broker, letter: DeadLetter) -> None:
     """Store ``letter`` on its queue's dead-letter stream."""
     await broker.ensure_queue(letter.queue)
     headers = {names.HDR_REASON: letter.reason.value, names.HDR_PROTOCOL: "1"}
     if letter.task:
         headers[names.HDR_TASK] = letter.task
+    if (msg_id := letter_id(letter)) is not None:
+        headers[names.HDR_MSG_ID] = msg_id
     await broker.js.publish(
         names.dead_letter_subject(letter.queue),
         letter.dumps(),

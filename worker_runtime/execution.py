@@ -8,12 +8,14 @@ outlived its hard time limit, a future that ends with the thread.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import traceback
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celeriac.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celeriac.worker_runtime.backoff import autoretries
 
 if TYPE_CHECKING:
     from celeriac.task import Task
@@ -30,6 +32,13 @@ class ErrorInfo:
     retry_requested: bool = False
     countdown: float | None = None
     max_retries: int | None = None
+    # Set when the task's autoretry_for retries this error by itself.
+    autoretry: bool = False
+    # The module of the exception's type (ResultRecord.exc_module).
+    exc_module: str | None = None
+    # The exception itself, for the task's hooks: never stored or sent on the wire
+    # (a processes-pool child sends it back only when it survives pickling).
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
     @property
     def error(self) -> str:
@@ -46,6 +55,15 @@ class Outcome:
     duration: float = 0.0
     # Not None when the code is still running after the worker stopped waiting for it.
     still_running: asyncio.Future[None] | None = None
+
+
+class Abandoned(asyncio.CancelledError):
+    """An attempt cancelled from outside whose code had not finished after a grace:
+    ``still_running`` ends with it, so its slot is kept until then."""
+
+    def __init__(self, still_running: asyncio.Future[None]) -> None:
+        super().__init__("abandoned while still running")
+        self.still_running = still_running
 
 
 @dataclass(frozen=True)
@@ -133,15 +151,40 @@ def error_info(exc: BaseException) -> ErrorInfo:
             if cause is not None
             else ErrorInfo("Retry", _describe(exc) or "retry requested", _format(exc))
         )
-        return ErrorInfo(
-            exc_type=base.exc_type,
-            message=base.message,
-            traceback=base.traceback,
+        return replace(
+            base,
             retry_requested=True,
             countdown=exc.countdown,
             max_retries=getattr(exc, "max_retries", None),
+            exception=cause if cause is not None else exc,
         )
-    return ErrorInfo(type(exc).__name__, _describe(exc), _format(exc))
+    kind = type(exc)
+    return ErrorInfo(
+        kind.__name__, _describe(exc), _format(exc), exception=exc, exc_module=kind.__module__
+    )
+
+
+def task_error(task: Task, exc: BaseException) -> ErrorInfo:
+    """Describe what ``task`` raised, and whether its ``autoretry_for`` retries it."""
+    info = error_info(exc)
+    original = exc.original if isinstance(exc, ContainedExit) else exc
+    if info.retry_requested or not task.autoretry_for:
+        return info
+    return replace(
+        info, autoretry=autoretries(type(original), task.autoretry_for, task.dont_autoretry_for)
+    )
+
+
+def portable(info: ErrorInfo) -> ErrorInfo:
+    """``info`` ready to cross a process boundary: without its exception unless a
+    pickled copy of the exception comes back whole."""
+    if info.exception is None:
+        return info
+    try:
+        copy = pickle.loads(pickle.dumps(info.exception))
+    except Exception:  # any class may refuse pickling, or need other arguments to load
+        return replace(info, exception=None)
+    return replace(info, exception=copy if isinstance(copy, BaseException) else None)
 
 
 def _format(exc: BaseException) -> str:
@@ -152,16 +195,25 @@ def _format(exc: BaseException) -> str:
     return _clip(text, MAX_TRACEBACK_CHARS, keep_end=True)
 
 
-def time_limit_error(limit: float) -> ErrorInfo:
-    """The error recorded when the hard time limit stops a task."""
-    return ErrorInfo(TimeLimitExceeded.__name__, f"task exceeded its time limit ({limit:g} s)")
-
-
-def soft_limit_error(limit: float) -> ErrorInfo:
-    """The error recorded when a task let SoftTimeLimitExceeded escape without a message."""
+def _limit_error(task: Task, kind: type[BaseException], text: str) -> ErrorInfo:
     return ErrorInfo(
-        SoftTimeLimitExceeded.__name__, f"task exceeded its soft time limit ({limit:g} s)"
+        kind.__name__,
+        text,
+        autoretry=autoretries(kind, task.autoretry_for, task.dont_autoretry_for),
+        exception=kind(text),
+        exc_module=kind.__module__,
     )
+
+
+def time_limit_error(task: Task, limit: float) -> ErrorInfo:
+    """The error recorded when the hard time limit stops a task."""
+    return _limit_error(task, TimeLimitExceeded, f"task exceeded its time limit ({limit:g} s)")
+
+
+def soft_limit_error(task: Task, limit: float) -> ErrorInfo:
+    """The error recorded when a task was cancelled at its soft limit before it began."""
+    text = f"task exceeded its soft time limit ({limit:g} s)"
+    return _limit_error(task, SoftTimeLimitExceeded, text)
 
 
 def invoke(task: Task, call: Call) -> Any:

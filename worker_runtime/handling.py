@@ -14,15 +14,23 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from celeriac.exceptions import MaxRetriesExceededError, Retry
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, ResultRecord, TaskMessage
 from celeriac.protocol.states import TaskState
 from celeriac.protocol.webhooks import WebhookEvent
 from celeriac.task import Request
-from celeriac.worker_runtime.backoff import GiveUp, RetryPolicy, plan_retry
+from celeriac.worker_runtime import hooks
+from celeriac.worker_runtime.backoff import (
+    Failure,
+    GiveUp,
+    attempts_allowed,
+    plan_retry,
+    retry_limit,
+)
 from celeriac.worker_runtime.continuation import Continuation
 from celeriac.worker_runtime.deadletters import HEADROOM, fit, original_headers, publish_dead_letter
 from celeriac.worker_runtime.decoding import Rejection, decode_task
@@ -30,12 +38,16 @@ from celeriac.worker_runtime.delivery import Delivery
 from celeriac.worker_runtime.events import TaskEvents
 from celeriac.worker_runtime.execution import MAX_ERROR_CHARS, Call, ErrorInfo, Outcome, Pool
 from celeriac.worker_runtime.firing import Fires, decode_fire, is_fire
+from celeriac.worker_runtime.hooks import Ending
 from celeriac.worker_runtime.limits import DeliveryLimits
 from celeriac.worker_runtime.logs import set_task
 from celeriac.worker_runtime.metrics import WorkerMetrics
 from celeriac.worker_runtime.persisting import TRANSIENT, persist
 from celeriac.worker_runtime.records import storable_success
 from celeriac.worker_runtime.revoked import RevokedMirror
+from celeriac.worker_runtime.signalling import signalled, terminated
+from celeriac.worker_runtime.starting import start
+from celeriac.worker_runtime.terminating import Terminator, terminated_reason
 from celeriac.worker_runtime.tracing import processing
 from celeriac.worker_runtime.verifying import verify
 from celeriac.worker_runtime.webhookjobs import WebhookJobs
@@ -83,8 +95,11 @@ class Handler:
     limits: DeliveryLimits = field(init=False)
     fires: Fires = field(init=False)
     webhooks: WebhookJobs = field(init=False)
+    # The attempts running now, for revoke(terminate=True).
+    terminator: Terminator = field(init=False)
 
     def __post_init__(self) -> None:
+        self.terminator = Terminator(self.pool)
         self.continuation = Continuation(self.broker)
         self.limits = DeliveryLimits(self.broker)
         self.fires = Fires(self.broker, self.rng)
@@ -171,8 +186,8 @@ class Handler:
         if await self._skipped(delivery, message):
             return
         retries = message.retries + delivery.deliveries - 1
-        allowed = _first(message.max_retries, task.max_retries) or 0
-        if retries > allowed:
+        allowed = attempts_allowed(task, message.max_retries)
+        if retries > allowed and not await self._retry_asked(message, retries, quiet=quiet):
             await self._poisoned(delivery, message, allowed, quiet=quiet)
             return
         log.info("running %s (attempt %d)", message.task, retries + 1)
@@ -180,11 +195,19 @@ class Handler:
         if self.events is not None:
             self.events.started(delivery, message)
         if quiet:
-            outcome = await self.pool.run(task, call)
+            attempt = self.pool.run(task, call)
         else:
-            outcome = await self._run_tracked(task, call, message, retries)
+            attempt = self._run_tracked(task, call, message, retries)
+        # before_start runs inside the attempt: within its time limit, terminable.
+        attempt = start(task, message, call, attempt)
+        # task_prerun before the attempt; a revoke with terminate=True may stop it.
+        outcome = await signalled(task, call, self.terminator.run(task, call, attempt))
         ran(outcome)
         metrics.duration.observe(outcome.duration)
+        if (stopped := terminated_reason(outcome)) is not None:
+            await self._revoked(delivery, message, stopped)
+            await terminated(task, message, stopped)
+            return
         await self._after_run(delivery, message, task, outcome, retries=retries, quiet=quiet)
 
     async def _after_run(
@@ -196,16 +219,38 @@ class Handler:
         *,
         retries: int,
         quiet: bool,
-    ) -> None:
-        """Settle a finished run; if that fails, keep its outcome so it is never re-run here."""
+    ) -> Ending:
+        """Settle a finished run, then call the task class's hooks; if settling fails,
+        keep its outcome so it is never re-run here."""
         try:
-            await self._settle(delivery, message, task, outcome, retries=retries, quiet=quiet)
+            ending = await self._settle(
+                delivery, message, task, outcome, retries=retries, quiet=quiet
+            )
         except Exception:
             key = (delivery.queue, delivery.stream_sequence)
+            if outcome.error is not None:  # kept long: not the frames its traceback holds
+                outcome.error = replace(outcome.error, exception=None)
             self._unsettled[key] = (outcome, retries)
             while len(self._unsettled) > _UNSETTLED_KEPT:
                 self._unsettled.popitem(last=False)
             raise
+        await hooks.after_run(task, message, ending)
+        return ending
+
+    async def _retry_asked(self, message: TaskMessage, retries: int, *, quiet: bool) -> bool:
+        """Whether the attempt before this delivery asked for it (a ``self.retry()`` with
+        a ``max_retries`` above the task's): its RETRY record says so. A task ignoring
+        its results keeps no record: the one written for this is removed once read."""
+        record = await self.broker.results.get(message.id)
+        asked = (
+            record is not None and record.state is TaskState.RETRY and record.retries == retries - 1
+        )
+        if asked and quiet:
+            try:
+                await self.broker.results.delete(message.id)
+            except Exception as exc:  # left to expire with the bucket's TTL
+                log.warning("could not remove the RETRY record of %s (%r)", message.id, exc)
+        return asked
 
     async def _poisoned(
         self, delivery: Delivery, message: TaskMessage, allowed: int, *, quiet: bool
@@ -229,7 +274,7 @@ class Handler:
         *,
         retries: int,
         quiet: bool,
-    ) -> None:
+    ) -> Ending:
         """Store the outcome, continue the canvas, settle the message."""
         document: bytes | None = None
         # The value is stored, or handed to the next step: either way it must be JSON.
@@ -247,12 +292,14 @@ class Handler:
                 outcome.error = serialized
                 await self._gave_up(delivery, message, serialized, retries, quiet,
                                     reason=DeadLetterReason.UNSTORABLE_RESULT)  # fmt: skip
-                return
+                return Ending(TaskState.FAILURE, error=serialized)
             document = None if quiet else serialized
         if outcome.error is None:
             await self._succeeded(delivery, message, outcome, document)
-        else:
-            await self._failed(delivery, message, task, outcome.error, retries=retries, quiet=quiet)
+            return Ending(TaskState.SUCCESS, value=outcome.value)
+        return await self._failed(
+            delivery, message, task, outcome.error, retries=retries, quiet=quiet
+        )
 
     async def _run_tracked(
         self, task: Task, call: Call, message: TaskMessage, retries: int
@@ -304,6 +351,11 @@ class Handler:
         if reason is None:
             return False
         log.info("not running %s: %s", message.task, reason)
+        await self._revoked(delivery, message, reason)
+        return True
+
+    async def _revoked(self, delivery: Delivery, message: TaskMessage, reason: str) -> None:
+        """End REVOKED with ``reason``: skipped, or stopped by revoke(terminate=True)."""
         record = self._final(TaskState.REVOKED, error=reason)
         await self._store(message, record)
         # What depended on it (the rest of a chain, a chord) will not complete either.
@@ -312,7 +364,6 @@ class Handler:
         if self.events is not None:
             self.events.revoked(delivery, message, reason)
         await delivery.ack()
-        return True
 
     async def _unknown_task(self, delivery: Delivery, message: TaskMessage) -> None:
         error = f"task {message.task!r} is not registered in app {self.app.name!r}"
@@ -349,7 +400,9 @@ class Handler:
         self, delivery: Delivery, message: TaskMessage, exc: Exception
     ) -> None:
         """The task succeeded (its result is stored) but what follows it cannot be sent."""
-        what = "the next chain step" if message.chain else "the chord callback"
+        what = getattr(
+            exc, "what", "the next chain step" if message.chain else "the chord callback"
+        )
         error = f"InvalidContinuation: {what} cannot be sent: {exc}"[:MAX_ERROR_CHARS]
         log.error("%s", error)
         record = self._final(TaskState.FAILURE, error=error, exc_type="InvalidContinuation")
@@ -372,21 +425,24 @@ class Handler:
         *,
         retries: int,
         quiet: bool,
-    ) -> None:
-        max_retries = _first(error.max_retries, message.max_retries, task.max_retries)
-        policy = RetryPolicy(
-            max_retries=max_retries,
-            backoff=task.retry_backoff,
-            backoff_max=task.retry_backoff_max,
-            jitter=task.retry_jitter,
+    ) -> Ending:
+        """A failed attempt: retried when it asked to be (``self.retry()``, an
+        ``autoretry_for`` exception) and has retries left, else failed for good."""
+        failure = Failure(
+            requested=error.retry_requested,
+            autoretry=error.autoretry,
+            countdown=error.countdown,
+            max_retries=error.max_retries,
         )
-        plan = plan_retry(retries, policy, error.countdown, self.rng)
+        plan = plan_retry(retries, task, message.max_retries, failure, self.rng)
         if isinstance(plan, GiveUp):
-            await self._gave_up(delivery, message, error, retries, quiet)
-            return
+            final = _exhausted(message, error, retries) if plan.exhausted else error
+            await self._gave_up(delivery, message, final, retries, quiet)
+            return Ending(TaskState.FAILURE, error=final)
         limit = await self.limits.of(delivery.queue)
         if limit is not None and delivery.deliveries >= limit:
             # JetStream will not deliver it again: a NAK would leave it in the stream.
+            max_retries = retry_limit(task, message.max_retries, failure)
             note = (
                 f"{error.error}; not retried: the queue's maxDeliveries ({limit}) ran out "
                 f"before max_retries ({max_retries}); set the TaskQueue's "
@@ -394,15 +450,19 @@ class Handler:
             )
             await self._gave_up(delivery, message, error, retries, quiet,
                                 reason=DeadLetterReason.MAX_DELIVERIES, note=note)  # fmt: skip
-            return
+            return Ending(TaskState.FAILURE, error=error)
         log.warning(
             "attempt %d failed (%s); retrying in %.2fs", retries + 1, error.error, plan.delay
         )
-        if not quiet:
+        # The next delivery is past the task's own attempts only when this failure
+        # raised them (self.retry(max_retries=)): the RETRY record tells it that it is
+        # no crash loop, so a task ignoring its results writes one too.
+        if not quiet or retries + 1 > attempts_allowed(task, message.max_retries):
             record = ResultRecord(
                 state=TaskState.RETRY,
                 error=error.error,
                 exc_type=error.exc_type,
+                exc_module=error.exc_module,
                 traceback=error.traceback,
                 retries=retries,
                 worker=self.worker_name,
@@ -412,6 +472,7 @@ class Handler:
         self.metrics.of(delivery.queue, message.task).retried.inc()
         if self.events is not None:
             self.events.retried(delivery, message, error.exc_type, error.error, plan.delay)
+        return Ending(TaskState.RETRY, error=error)
 
     async def _gave_up(
         self,
@@ -427,7 +488,12 @@ class Handler:
         """The end of the line: dead letter, FAILURE record, what depended on it, term."""
         log.error("failed for good after %d attempt(s): %s", delivery.deliveries, error.error)
         record = self._final(TaskState.FAILURE, error=error.error).model_copy(
-            update={"exc_type": error.exc_type, "traceback": error.traceback, "retries": retries}
+            update={
+                "exc_type": error.exc_type,
+                "exc_module": error.exc_module,
+                "traceback": error.traceback,
+                "retries": retries,
+            }
         )
         dead_error = note or error.error
         await self._dead_letter(delivery, reason, dead_error, error.traceback, message)
@@ -497,11 +563,18 @@ class Handler:
         return True
 
 
-def _first(*values: int | None) -> int | None:
-    for value in values:
-        if value is not None:
-            return value
-    return None
+def _exhausted(message: TaskMessage, error: ErrorInfo, retries: int) -> ErrorInfo:
+    """The final error of a task out of retries: the error that asked for the last
+    retry, or ``MaxRetriesExceededError`` for a bare ``self.retry()``."""
+    if not (error.retry_requested and error.exc_type == Retry.__name__):
+        return error
+    text = f"cannot retry {message.task}[{message.id}]: it has had its {retries} retries"
+    return ErrorInfo(
+        MaxRetriesExceededError.__name__,
+        text,
+        error.traceback,
+        exception=MaxRetriesExceededError(text),
+    )
 
 
 def _utc(moment: datetime) -> datetime:

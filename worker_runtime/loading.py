@@ -10,6 +10,8 @@ import importlib
 import sys
 from typing import TYPE_CHECKING
 
+from celeriac.exceptions import ImproperlyConfigured
+
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
@@ -20,7 +22,6 @@ class AppLoadError(Exception):
 
 def load_app(spec: str) -> Celeriac:
     """Import ``module`` and return its Celeriac app (``module:attr`` names it)."""
-    from celeriac.app import Celeriac
 
     module_name, _, attr = spec.partition(":")
     if not module_name:
@@ -32,6 +33,17 @@ def load_app(spec: str) -> Celeriac:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AppLoadError(f"cannot import app module {module_name!r}: {exc}") from exc
+    except ImproperlyConfigured as exc:  # e.g. a bad setting read while the module loads
+        raise AppLoadError(f"app module {module_name!r}: {exc}") from exc
+    app = _find_app(module, module_name, attr, spec)
+    # Code that finds its app implicitly (AsyncResult(id), shared tasks) finds this one.
+    app.set_current()
+    return app
+
+
+def _find_app(module: object, module_name: str, attr: str, spec: str) -> Celeriac:
+    from celeriac.app import Celeriac
+
     if attr:
         obj: object = module
         for part in attr.split("."):

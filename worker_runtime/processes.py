@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from celeriac.worker_runtime.childreplies import Reply, unpack
 from celeriac.worker_runtime.coroutines import run_coroutine
 from celeriac.worker_runtime.execution import Call, ErrorInfo, Outcome, time_limit_error
 from celeriac.worker_runtime.logs import LogSetup, current_task, log_setup
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# After a terminating SIGTERM, how long a child has before it gets SIGKILL.
+TERMINATE_GRACE = 5.0
 
 
 class _Child:
@@ -44,6 +47,8 @@ class _Child:
         self.attempts = 0
         # Set once the child has imported the app and said so; time limits start after.
         self.ready = False
+        # Signalled by revoke(terminate=True): never given another task.
+        self.terminated = False
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -69,6 +74,8 @@ class ProcessPool:
         self._idle: asyncio.Queue[_Child] = asyncio.Queue()
         self._children: set[_Child] = set()
         self._stopping = False
+        # The child running each task id, for revoke(terminate=True).
+        self._busy: dict[str, _Child] = {}
 
     async def start(self) -> None:
         """Start every child (they import the app in parallel)."""
@@ -112,20 +119,43 @@ class ProcessPool:
             self._retire(child, replace=True)
             child = await self._idle.get()
         started = time.monotonic()
+        self._busy[call.task_id] = child
         try:
-            outcome = await self._attempt(child, call)
+            outcome = await self._attempt(child, task, call)
         except BaseException:
             self._retire(child, replace=True)  # abandoned mid-task (the worker is stopping)
             raise
+        finally:
+            if self._busy.get(call.task_id) is child:
+                del self._busy[call.task_id]
         outcome.duration = time.monotonic() - started
         return outcome
+
+    def terminate(self, task_id: str, signum: signal.Signals) -> bool:
+        """Send ``signum`` to the child running ``task_id``; False when none does.
+
+        After SIGTERM the child gets SIGKILL if still alive ``TERMINATE_GRACE`` later;
+        either way it is replaced once its attempt has ended.
+        """
+        child = self._busy.get(task_id)
+        pid = None if child is None else child.process.pid
+        if child is None or pid is None or not child.alive():
+            return False
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return False  # it just died: the attempt ends as lost
+        child.terminated = True
+        if signum is not signal.SIGKILL:
+            asyncio.get_running_loop().call_later(TERMINATE_GRACE, _kill_if_alive, child)
+        return True
 
     def _lost(self, child: _Child) -> Outcome:
         code = child.process.exitcode
         self._retire(child, replace=True)
         return Outcome(error=ErrorInfo("WorkerLostError", f"child process died (exit {code})"))
 
-    async def _attempt(self, child: _Child, call: Call) -> Outcome:
+    async def _attempt(self, child: _Child, task: Task, call: Call) -> Outcome:
         if not child.ready:
             try:
                 await _receive(child.conn)  # the child's "ready" after importing the app
@@ -151,22 +181,29 @@ class ProcessPool:
             assert hard is not None
             log.warning("task passed its hard time limit (%g s); killing its child process", hard)
             self._retire(child, replace=True)
-            return Outcome(error=time_limit_error(hard))
+            return Outcome(error=time_limit_error(task, hard))
         try:
-            kind, payload = reply.result()
+            answer: Reply = reply.result()
         except (EOFError, OSError):
             return self._lost(child)
         self._return(child)
-        if kind == "ok":
-            return Outcome(value=payload)
-        return Outcome(error=payload)
+        # The task has run: a part of its reply that cannot be unpickled here is left
+        # out, never a reason to run it again.
+        return unpack(answer)
 
     def _return(self, child: _Child) -> None:
         child.attempts += 1
-        if self._max_tasks is not None and child.attempts >= self._max_tasks:
+        if child.terminated or (self._max_tasks is not None and child.attempts >= self._max_tasks):
             self._retire(child, replace=True)
         else:
             self._idle.put_nowait(child)
+
+
+def _kill_if_alive(child: _Child) -> None:
+    if child.alive():
+        log.warning("child process %s outlived SIGTERM by %g s: killing it",
+                    child.process.pid, TERMINATE_GRACE)  # fmt: skip
+        child.process.kill()
 
 
 async def _receive(conn: Connection) -> Any:

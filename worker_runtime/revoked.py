@@ -7,6 +7,9 @@ the two is missed. A reconnect may have missed writes, so after one the copy is
 stale and lookups ask the server until a reload has finished. The copy is
 reloaded now and then, so ids whose revocation expired on the server drop out.
 
+A write with the ``Celeriac-Terminate`` header (``revoke(terminate=True)``) is also
+handed to ``on_terminate``, which stops the task if this worker runs it.
+
 As with any broadcast revoke, a revoke issued a few milliseconds before a worker
 takes the task may come too late for that worker.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -51,6 +55,9 @@ class RevokedMirror:
         self._loaded_at = 0.0
         self._last_attempt = -_RETRY_AFTER
         self._loading: asyncio.Task[None] | None = None
+        # Called with (task id, signal name, reason) for a revoke that also asks to stop
+        # the task if it runs (revoke(terminate=True)): live writes, and after each load.
+        self.on_terminate: Callable[[str, str, str], None] | None = None
 
     @property
     def current(self) -> bool:
@@ -104,6 +111,17 @@ class RevokedMirror:
         if self._during_load is not None:
             self._during_load[task_id] = reason
         self._apply(self._reasons, task_id, reason)
+        if reason is not None:
+            self._terminate(task_id, msg.headers, reason)
+
+    def _terminate(self, task_id: str, headers: dict[str, str] | None, reason: str) -> None:
+        signal_name = headers.get(names.HDR_TERMINATE) if headers else None
+        if not signal_name or self.on_terminate is None:
+            return
+        try:
+            self.on_terminate(task_id, signal_name, reason)
+        except Exception:
+            log.exception("could not terminate %s", task_id)
 
     @staticmethod
     def _apply(reasons: dict[str, str], task_id: str, reason: str | None) -> None:
@@ -117,9 +135,11 @@ class RevokedMirror:
         self._last_attempt = loop.time()
         epoch = self._nc.stats["reconnects"]
         self._during_load = {}
+        # Terminate requests in the bucket: one made while disconnected still reaches us.
+        terminating: dict[str, dict[str, str]] = {}
         try:
             async with asyncio.timeout(_LOAD_TIMEOUT):
-                loaded = await self._read_bucket()
+                loaded = await self._read_bucket(terminating)
         except Exception as exc:
             log.warning("could not load the revoked ids (%r); asking the server meanwhile", exc)
             return
@@ -131,9 +151,13 @@ class RevokedMirror:
         self._loaded_epoch = epoch
         self._loaded_at = loop.time()
         log.debug("%d revoked id(s) loaded", len(loaded))
+        for task_id, headers in terminating.items():
+            if task_id in loaded:
+                self._terminate(task_id, headers, loaded[task_id])
 
-    async def _read_bucket(self) -> dict[str, str]:
-        """The current value of every key, through a short-lived ephemeral consumer."""
+    async def _read_bucket(self, terminating: dict[str, dict[str, str]]) -> dict[str, str]:
+        """The current value of every key, through a short-lived ephemeral consumer; the
+        headers of those that ask to terminate go into ``terminating``."""
         js = self._nc.jetstream()
         stream = f"KV_{names.REVOKED_BUCKET}"
         info = await js.stream_info(stream)
@@ -157,6 +181,8 @@ class RevokedMirror:
                     if not removed:
                         task_id = msg.subject[len(self._subject_prefix) :]
                         loaded[task_id] = (msg.data or b"revoked").decode(errors="replace")
+                        if msg.headers and msg.headers.get(names.HDR_TERMINATE):
+                            terminating[task_id] = msg.headers
                 if not batch or batch[-1].metadata.num_pending == 0:
                     return loaded
         finally:

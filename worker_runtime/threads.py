@@ -32,8 +32,8 @@ from celeriac.worker_runtime.execution import (
     Call,
     ErrorInfo,
     Outcome,
-    error_info,
     invoke,
+    task_error,
     time_limit_error,
 )
 
@@ -106,7 +106,7 @@ def _unlimited(task: Task, call: Call) -> Outcome:
     try:
         return Outcome(value=invoke(task, call))
     except BaseException as exc:
-        return Outcome(error=error_info(exc))
+        return Outcome(error=task_error(task, exc))
 
 
 async def run_in_thread(task: Task, call: Call) -> Outcome:
@@ -131,7 +131,7 @@ async def run_in_thread(task: Task, call: Call) -> Outcome:
             call.time_limit,
         )
         return Outcome(
-            error=time_limit_error(call.time_limit),
+            error=time_limit_error(task, call.time_limit),
             duration=time.monotonic() - started,
             still_running=finished,
         )
@@ -182,7 +182,7 @@ def _body(
             attempt.value = invoke(task, call)
             attempt.error = None
         except BaseException as exc:
-            attempt.error = error_info(exc)
+            attempt.error = task_error(task, exc)
         with attempt.guard:
             attempt.running = False
     except BaseException:

@@ -172,7 +172,7 @@ async def _serve(options: DispatcherOptions, secrets: dict[str, tuple[bytes, ...
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    app = Celeriac("celeriac-webhooks", declare_queues=True)
+    app = Celeriac("celeriac-webhooks", declare_queues=True, set_as_current=False)
     metrics = DispatcherMetrics()
     holder: list[Dispatcher] = []
 

@@ -43,6 +43,7 @@ from celeriac.worker_runtime.options import PoolKind, WorkerOptions
 from celeriac.worker_runtime.processes import ProcessPool
 from celeriac.worker_runtime.registry import Registry
 from celeriac.worker_runtime.revoked import RevokedMirror
+from celeriac.worker_runtime.signalling import ready, shutdown
 from celeriac.worker_runtime.slots import SlotPool
 from celeriac.worker_runtime.threads import ThreadPool
 
@@ -100,8 +101,12 @@ class Worker:
         self.app = app
         self.options = options
         self.queues = options.queues or (app.default_queue,)
-        # The pod's name under Kubernetes (the operator sets it), else host and process.
-        self.name = os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+        # -n, else the pod's name under Kubernetes (the operator sets it), else host-pid.
+        self.name = (
+            options.hostname
+            or os.environ.get(WORKER_NAME_ENV)
+            or f"{socket.gethostname()}-{os.getpid()}"
+        )
         self._started = datetime.now(UTC)
         self.metrics = WorkerMetrics()
         self.stopping = asyncio.Event()
@@ -195,6 +200,7 @@ class Worker:
         """Serve until a signal; return the exit code."""
         self._install_signals()
         await self._health.start()
+        signalled_ready = False
         try:
             broker = await self._connect()
             if broker is None:
@@ -207,6 +213,7 @@ class Worker:
             self._handler = Handler(
                 self.app, broker, self._pool, self.metrics, self.name, self._revoked
             )
+            self._revoked.on_terminate = self._handler.terminator.terminate
             if self.options.events:
                 dropped = self.metrics.events_dropped
                 self._handler.events = await open_events(broker, self.name, dropped)
@@ -222,9 +229,13 @@ class Worker:
             self._catch_up.soon()
             self._registry = Registry(broker, self.name, self.record)
             await self._registry.start()
+            await ready(self)
+            signalled_ready = True
             await self.stopping.wait()
             return await self._drain(consumers)
         finally:
+            if signalled_ready:  # before the connection closes: receivers may still use it
+                await shutdown(self)
             await self._heartbeats.stop()
             if self._registry is not None:
                 await self._registry.stop()

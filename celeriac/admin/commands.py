@@ -13,6 +13,7 @@ from celeriac.admin.terminal import OUTPUT, URL, ago, print_json, run, table
 from celeriac.broker import Broker
 from celeriac.protocol.envelope import ResultRecord
 from celeriac.protocol.workers import MAX_ACTIVE_LISTED
+from celeriac.revocation import terminate_signal
 
 
 @click.command()
@@ -140,14 +141,31 @@ def result(nats_url: str | None, output: str, task_id: str) -> None:
 @URL
 @click.argument("task_id")
 @click.option("--reason", default="revoked from the command line", show_default=True)
-def revoke(nats_url: str | None, task_id: str, reason: str) -> None:
-    """Revoke a task: workers skip it from now on."""
+@click.option(
+    "--terminate", is_flag=True,
+    help="also stop the task if a worker runs it: an async task is cancelled, a processes-pool "
+    "child gets --signal; a sync task on a thread cannot be stopped (it ends REVOKED when it "
+    "returns)",
+)  # fmt: skip
+@click.option(
+    "-s", "--signal", "signal_name", default="SIGTERM", show_default=True,
+    help="with --terminate: SIGTERM (SIGKILL 5 s later if still alive) or SIGKILL",
+)  # fmt: skip
+def revoke(
+    nats_url: str | None, task_id: str, reason: str, terminate: bool, signal_name: str
+) -> None:
+    """Revoke a task: workers skip it from now on (and stop it, with --terminate)."""
+    try:
+        stop = terminate_signal(signal_name) if terminate else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--signal") from None
 
     async def go(broker: Broker) -> None:
-        await broker.revocations.revoke(task_id, reason)
+        await broker.revocations.revoke(task_id, reason, terminate=stop)
 
     run(nats_url, go)
-    click.echo(f"revoked {task_id}: {reason}")
+    done = f"revoked {task_id}: {reason}"
+    click.echo(done if stop is None else f"{done} (terminating it with {stop} if it runs)")
 
 
 @click.command()

@@ -31,7 +31,7 @@ def run(nats_url: str | None, work: Callable[[Broker], Awaitable[T]]) -> T:
     from celeriac.cli import _sentence
 
     async def go() -> T:
-        app = Celeriac("celeriac-admin", nats_url, declare_queues=False)
+        app = Celeriac("celeriac-admin", nats_url, declare_queues=False, set_as_current=False)
         try:
             return await work(await app.broker())
         finally:

@@ -83,7 +83,7 @@ class Backend:
         self.settings = settings
         self.celeriac = Celeriac(
             "celeriac-dashboard", settings.nats_url, declare_queues=False,
-            connect_timeout=CONNECT_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT, set_as_current=False,
         )  # fmt: skip
         self.pools: Pools | None = None
 

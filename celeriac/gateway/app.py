@@ -95,7 +95,10 @@ class Gateway:
         self.access: Access = settings.access
         self.metrics = metrics
         self.celeriac = Celeriac(
-            "celeriac-gateway", nats_url=settings.nats_url, declare_queues=False
+            "celeriac-gateway",
+            nats_url=settings.nats_url,
+            declare_queues=False,
+            set_as_current=False,
         )
 
     async def broker(self) -> Broker:

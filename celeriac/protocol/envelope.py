@@ -7,11 +7,20 @@ it does not know, and reject a ``v`` it does not support.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from celeriac.protocol.names import PROTOCOL_VERSION, check_queue_name, is_valid_task_id
 from celeriac.protocol.states import TaskState
@@ -31,6 +40,9 @@ class _Wire(BaseModel):
 MAX_RETRIES = 10_000
 MAX_SECONDS = 100 * 365 * 24 * 3600
 MAX_GROUP_SIZE = 1_000_000
+# How deeply the canvas one message carries may nest (a group in a chain in a group...):
+# far more than real workflows use, and it keeps a hostile document from costing much.
+MAX_CANVAS_DEPTH = 10
 # A task name is what ``module.qualname`` gives: printable, no control characters
 # (it appears in log lines and headers), at most 256 characters.
 _TASK_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
@@ -65,8 +77,18 @@ class _Strict(_Wire):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
+def _valid_group_id(v: str | None) -> str | None:
+    if v is not None and not is_valid_task_id(v):
+        raise ValueError(f"invalid group id {v[:80]!r}: use letters, digits, '-', '_', '=', '.'")
+    return v
+
+
+def _empty(value: Any) -> bool:
+    return not value
+
+
 class Signature(_Strict):
-    """A task call not yet sent: the unit of canvas (chain, group, chord)."""
+    """A task call not yet sent: the unit of canvas (chain, group, chord, links)."""
 
     task: str
     args: list[Any] = Field(default_factory=list)
@@ -75,11 +97,55 @@ class Signature(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     # An immutable signature ignores its parent's result instead of receiving it.
     immutable: bool = False
+    # Steps run right after this one, before the rest of the chain it sits in (a chain
+    # inside a group, a chord body that is a chain). Left out of the JSON when empty.
+    chain: list[Step] = Field(default_factory=list, exclude_if=_empty)
+    # Membership its message gets when it is launched as a chord callback (a chord
+    # nested in a group or chord); otherwise a step inherits its parent's.
+    group_id: str | None = None
+    group_index: int | None = Field(default=None, ge=0, lt=MAX_GROUP_SIZE)
+    chord: ChordRef | None = None
+    # Run when its task succeeds (with the result first) or fails for good (with its id).
+    link: list[Signature] = Field(default_factory=list, exclude_if=_empty)
+    link_error: list[Signature] = Field(default_factory=list, exclude_if=_empty)
 
     @field_validator("task")
     @classmethod
     def _valid_task(cls, v: str) -> str:
         return check_task_name(v)
+
+    @field_validator("group_id")
+    @classmethod
+    def _valid_group(cls, v: str | None) -> str | None:
+        return _valid_group_id(v)
+
+
+class GroupStep(_Strict):
+    """A group inside a chain: its members start together when the step before it succeeds,
+    each receiving that step's result. A task following it (``chain[0]``, else the next
+    step of the enclosing chain) is the chord callback, receiving the members' results."""
+
+    group: list[Step] = Field(min_length=1, max_length=MAX_GROUP_SIZE)
+    group_id: str | None = None
+    chain: list[Step] = Field(default_factory=list, exclude_if=_empty)
+
+    @field_validator("group_id")
+    @classmethod
+    def _valid_group(cls, v: str | None) -> str | None:
+        return _valid_group_id(v)
+
+
+def _step_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "group" if "group" in value else "task"
+    return "group" if isinstance(value, GroupStep) else "task"
+
+
+#: One step of a chain: a task signature, or a group (``{"group": [...]}``).
+Step = Annotated[
+    Annotated[Signature, Tag("task")] | Annotated[GroupStep, Tag("group")],
+    Discriminator(_step_kind),
+]
 
 
 class ChordRef(_Strict):
@@ -88,6 +154,36 @@ class ChordRef(_Strict):
     id: str
     size: int = Field(ge=1, le=MAX_GROUP_SIZE)
     callback: Signature
+
+
+def step_depth(step: Signature | GroupStep) -> int:
+    """How deeply ``step`` nests: 1 for a plain signature, one more for each group, link
+    or chord inside another. What follows in a chain adds no level: a worker moves steps
+    between chains as they run, and the depth must never grow on the way."""
+    inner: list[Signature | GroupStep] = []
+    if isinstance(step, GroupStep):
+        inner.extend(step.group)
+    else:
+        inner.extend(step.link)
+        inner.extend(step.link_error)
+        if step.chord is not None:
+            inner.append(step.chord.callback)
+    nested = 1 + max((step_depth(s) for s in inner), default=0)
+    return max([nested, *(step_depth(s) for s in step.chain)])
+
+
+def canvas_depth(
+    chain: Sequence[Signature | GroupStep],
+    chord: ChordRef | None = None,
+    link: Sequence[Signature] = (),
+    link_error: Sequence[Signature] = (),
+) -> int:
+    """How deeply the canvas a message carries nests (0: none; a flat chain or chord: 1;
+    a group in a chain: 2)."""
+    parts: list[Signature | GroupStep] = [*chain, *link, *link_error]
+    if chord is not None:
+        parts.append(chord.callback)
+    return max((step_depth(s) for s in parts), default=0)
 
 
 class TaskMessage(_Strict):
@@ -108,7 +204,7 @@ class TaskMessage(_Strict):
     group_index: int | None = Field(default=None, ge=0, lt=MAX_GROUP_SIZE)
     chord: ChordRef | None = None
     # The rest of a chain: run in order, each receiving the previous result.
-    chain: list[Signature] = Field(default_factory=list)
+    chain: list[Step] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     ignore_result: bool = False
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
@@ -116,6 +212,20 @@ class TaskMessage(_Strict):
     soft_time_limit: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     # Where to POST when the task settles (protocol.webhooks); a secret's name, never a secret.
     webhook: WebhookTarget | None = None
+    # Sent when this task succeeds (the result first) / fails for good (this id first).
+    link: list[Signature] = Field(default_factory=list, exclude_if=_empty)
+    link_error: list[Signature] = Field(default_factory=list, exclude_if=_empty)
+
+    @model_validator(mode="after")
+    def _bounded_canvas(self) -> TaskMessage:
+        if self.chain or self.chord is not None or self.link or self.link_error:
+            depth = canvas_depth(self.chain, self.chord, self.link, self.link_error)
+            if depth > MAX_CANVAS_DEPTH:
+                raise ValueError(
+                    f"the canvas in chain/chord/link is nested {depth} levels deep, "
+                    f"more than the {MAX_CANVAS_DEPTH} allowed"
+                )
+        return self
 
     @field_validator("eta", "expires", mode="before")
     @classmethod
@@ -155,6 +265,10 @@ class TaskMessage(_Strict):
         return check_queue_name(v)
 
 
+Signature.model_rebuild()
+GroupStep.model_rebuild()
+
+
 class ResultRecord(_Wire):
     """The value stored under a task id in the results bucket."""
 
@@ -164,6 +278,9 @@ class ResultRecord(_Wire):
     # "ExceptionType: message" for FAILURE and RETRY; the reason for REVOKED.
     error: str | None = None
     exc_type: str | None = None
+    # The module of the exception's type ("builtins", "shop.errors"): with exc_type it
+    # names the class, which a caller may re-raise (never unpickled).
+    exc_module: str | None = None
     traceback: str | None = None
     retries: int = 0
     worker: str | None = None

@@ -45,6 +45,9 @@ HDR_TASK = "Celeriac-Task"
 HDR_PROTOCOL = "Celeriac-Protocol"
 HDR_REASON = "Celeriac-Reason"
 HDR_ERROR = "Celeriac-Error"
+# On a write to the revocations bucket: also stop the task if it runs (SIGTERM or SIGKILL).
+HDR_TERMINATE = "Celeriac-Terminate"
+TERMINATE_SIGNALS = ("SIGTERM", "SIGKILL")
 
 
 def is_valid_queue_name(queue: str) -> bool:

@@ -167,7 +167,9 @@ async def test_send_many_mixes_canvas(aapp: Celeriac, queue: str, raw_nc: Client
     assert len(await take(raw_nc, queue, 4)) == 4
 
 
-def test_nested_groups_are_rejected_clearly(app: Celeriac) -> None:
+def test_something_else_than_a_canvas_is_refused_clearly(app: Celeriac) -> None:
     add, _ = tasks(app)
-    with pytest.raises(TypeError, match="task signatures"):
-        group(add.s(1, 1), group(add.s(2, 2)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"task signatures .* 42 is not one"):
+        group(add.s(1, 1), 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"task signatures .* 'x' is not one"):
+        chain(add.s(1, 1), "x")  # type: ignore[arg-type]

@@ -97,7 +97,10 @@ INVALID = [
             r"{call}: expires \(.*\) must be after the task is due"),
     Invalid("priority", {"priority": 5}, TypeError,
             "unknown option 'priority' for {call}; known options: "),
-    Invalid("link", {"link": "x"}, TypeError, "unknown option 'link' for {call}"),
+    Invalid("link not a signature", {"link": "x"}, TypeError,
+            r"link takes a task signature \(task.s\(...\)\) or a list of them, not 'x'"),
+    Invalid("link_error not a signature", {"link_error": [print]}, TypeError,
+            "link_error takes a task signature"),
     Invalid("serializer", {"serializer": "pickle"}, TypeError,
             "unknown option 'serializer' for {call}"),
     Invalid("zero time limit", {"time_limit": 0}, ValueError,
@@ -132,8 +135,8 @@ def test_unknown_option_lists_the_known_ones() -> None:
         add.apply_async((1, 2), priority=5)
     assert str(info.value) == (
         "unknown option 'priority' for apply_async; known options: countdown, eta, expires, "
-        "headers, ignore_result, max_retries, queue, soft_time_limit, task_id, time_limit, "
-        "webhook"
+        "headers, ignore_result, link, link_error, max_retries, queue, soft_time_limit, task_id, "
+        "time_limit, webhook"
     )
 
 

@@ -21,7 +21,15 @@ from celeriac.broker import Broker
 from celeriac.exceptions import TaskError
 from celeriac.protocol import names
 from celeriac.protocol.envelope import DeadLetter, DeadLetterReason, TaskMessage
-from tests.support import WORKER_APPS, StartWorker, WorkerApp, await_until, wait_dead_letters
+from celeriac.worker_runtime.deadletters import letter_id, publish_dead_letter
+from tests.support import (
+    WORKER_APPS,
+    StartWorker,
+    WorkerApp,
+    await_until,
+    dead_letters,
+    wait_dead_letters,
+)
 from tests.worker.test_admin import celeriac, ok
 
 pytestmark = pytest.mark.integration
@@ -250,3 +258,50 @@ def test_what_a_replay_can_help(letter: DeadLetter, why: str | None) -> None:
         assert isinstance(checked, TaskMessage) and checked.id == "t1"
     else:
         assert isinstance(checked, str) and why in checked
+
+
+async def test_an_errback_that_cannot_be_sent_is_logged_and_the_task_dead_lettered_once(
+    start_worker: StartWorker, client: Celeriac, broker: Broker, queue: str, tmp_path: Path
+) -> None:
+    # A worker that declares nothing, and an errback for a queue that does not exist:
+    # sending it fails the same way every time, so it is logged and the message ends.
+    await broker.ensure_queue(queue)
+    await broker.results.kv()  # the buckets it reads, as the operator would make them
+    await broker.revocations.kv()
+    worker = start_worker(queue, env={"CELERIAC_DECLARE_QUEUES": "0"})
+    errback = client.signature("d.add", [1], queue=f"{queue}-gone")
+    failing = client.signature("d.until_file", [str(tmp_path / "never")], queue=queue)
+    result = await failing.aapply_async(link_error=errback)
+    with pytest.raises(TaskError, match="does not exist yet"):
+        await result.aget(timeout=30)
+    await await_until(
+        lambda: f"not sent: queue '{queue}-gone' does not exist" in worker.log(),
+        timeout=15, what="the errback's error in the log",
+    )  # fmt: skip
+
+    async def settled() -> bool:
+        info = await broker.js.consumer_info(names.stream_name(queue), names.CONSUMER_NAME)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await await_until(settled, timeout=15, what="the message to be terminated")
+    [letter] = await dead_letters(broker, queue)
+    assert letter.reason is DeadLetterReason.MAX_RETRIES and letter.task_id == result.id
+
+
+async def test_a_repeated_dead_letter_is_stored_once(broker: Broker, queue: str) -> None:
+    # A worker settling a message again publishes its letter again: the stream keeps one.
+    await broker.ensure_queue(queue)
+    letter = DeadLetter(
+        reason=DeadLetterReason.MAX_RETRIES, error="ValueError: bad", task_id="t-1",
+        task="d.add", queue=queue, deliveries=1, stream_sequence=7,
+        failed_at=datetime.now(UTC), original="{}",
+    )  # fmt: skip
+    await publish_dead_letter(broker, letter)
+    await publish_dead_letter(broker, letter.model_copy(update={"deliveries": 2}))
+    assert letter_id(letter) == f"dead.{queue}.7.max_retries.t-1"
+    # Another message, or the same one for another reason, is a letter of its own.
+    await publish_dead_letter(broker, letter.model_copy(update={"stream_sequence": 8}))
+    await publish_dead_letter(broker, letter.model_copy(update={"reason": DeadLetterReason.POISON}))
+    letters = await dead_letters(broker, queue)
+    stored = [(d.stream_sequence, d.reason.value, d.deliveries) for d in letters]
+    assert stored == [(7, "max_retries", 1), (8, "max_retries", 1), (7, "poison", 1)]

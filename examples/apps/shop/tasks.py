@@ -31,7 +31,7 @@ def receipt_total(items: Sequence[Mapping[str, int]]) -> int:
     return total
 
 
-@app.task(queue="emails", max_retries=3)
+@app.task(queue="emails", autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
 async def send_receipt(order_id: int, email: str, items: list[dict[str, int]]) -> dict[str, object]:
     """Render an order's receipt and send it by email."""
     total = receipt_total(items)

@@ -31,7 +31,8 @@ def total(values: list[int], log: str | None = None) -> int:
     return sum(values)
 
 
-@task(name="cv.flaky", bind=True, max_retries=4, retry_backoff=0.05, retry_jitter=False)
+@task(name="cv.flaky", bind=True, autoretry_for=(RuntimeError,), max_retries=4,
+      retry_backoff=0.05, retry_jitter=False)  # fmt: skip
 def flaky(self: Any, value: int, failures: int) -> int:
     """Fails its first ``failures`` attempts, then returns ``value``."""
     if self.request.retries < failures:
@@ -39,7 +40,8 @@ def flaky(self: Any, value: int, failures: int) -> int:
     return value
 
 
-@task(name="cv.broken", max_retries=1, retry_backoff=0.05, retry_jitter=False)
+@task(name="cv.broken", autoretry_for=(ValueError,), max_retries=1, retry_backoff=0.05,
+      retry_jitter=False)  # fmt: skip
 def broken(value: int) -> int:
     raise ValueError(f"broken on {value}")
 
@@ -60,3 +62,11 @@ async def aspawn(a: int, b: int) -> str:
 def doc_add(a: int, b: int) -> int:
     """The task named in docs/protocol.md's example."""
     return a + b
+
+
+@task(name="cv.note")
+def note(value: Any, log: str) -> Any:
+    """Appends ``value`` to ``log`` (an errback gets the failed task's id): runs are counted."""
+    with Path(log).open("a") as fh:
+        fh.write(f"{value}\n")
+    return value

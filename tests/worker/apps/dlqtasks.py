@@ -17,7 +17,8 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@task(name="d.until_file", max_retries=1, retry_backoff=0.1, retry_jitter=False)
+@task(name="d.until_file", autoretry_for=(RuntimeError,), max_retries=1, retry_backoff=0.1,
+      retry_jitter=False)  # fmt: skip
 def until_file(path: str) -> str:
     """Fails until ``path`` exists: dead-lettered first, then fixed and replayed."""
     if not Path(path).exists():

@@ -109,7 +109,8 @@ async def crash10(key: str) -> None:
     os._exit(1)
 
 
-@task(name="h.always_fail", max_retries=5, retry_backoff=0.1, retry_jitter=False)
+@task(name="h.always_fail", autoretry_for=(ValueError,), max_retries=5, retry_backoff=0.1,
+      retry_jitter=False)  # fmt: skip
 def always_fail(key: str) -> None:
     count_run(key)
     raise ValueError(f"always fails ({key})")

@@ -25,12 +25,14 @@ async def aadd(a: int, b: int) -> int:
     return a + b
 
 
-@task(name="w.fail", max_retries=2, retry_backoff=0.3, retry_jitter=False)
+@task(name="w.fail", autoretry_for=(ValueError,), max_retries=2, retry_backoff=0.3,
+      retry_jitter=False)  # fmt: skip
 def fail() -> None:
     raise ValueError("always broken")
 
 
-@task(name="w.flaky", bind=True, max_retries=5, retry_backoff=0.1, retry_jitter=False)
+@task(name="w.flaky", bind=True, autoretry_for=(RuntimeError,), max_retries=5, retry_backoff=0.1,
+      retry_jitter=False)  # fmt: skip
 def flaky(self: Any, succeed_on: int) -> int:
     if self.request.retries < succeed_on:
         raise RuntimeError(f"not yet (attempt {self.request.retries + 1})")
@@ -90,7 +92,7 @@ def soft(seconds: float) -> str:
 async def asoft(seconds: float) -> str:
     try:
         await asyncio.sleep(seconds)
-    except asyncio.CancelledError:
+    except SoftTimeLimitExceeded:
         return "cleaned up"
     return "finished"
 

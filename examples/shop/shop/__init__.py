@@ -1,0 +1,1 @@
+"""A small shop whose checkout, emails and stock reports run as Celeriac tasks."""

@@ -1,0 +1,1 @@
+"""An app whose tasks module fails to import, for the discovery error."""

@@ -1,0 +1,1 @@
+"""An installed app with a tasks module that only discovery imports."""
