@@ -32,8 +32,7 @@ def cluster(scratch: Path, nats: NatsServer) -> Iterator[KubeEnvironment]:
     env = start_environment(scratch / "env", nats=nats)
     try:
         env.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
-        for crd in ("taskqueues.celeriac.io", "workerpools.celeriac.io"):
-            env.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        env.wait_established("taskqueues.celeriac.io", "workerpools.celeriac.io")
         yield env
     finally:
         env.stop()

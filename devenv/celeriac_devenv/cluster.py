@@ -69,6 +69,22 @@ class KubeEnvironment:
         """Run the environment's kubectl; raise with its stderr when ``check`` fails."""
         return self._tool("kubectl", args, input, check, timeout)
 
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """Wait until each CRD (``name.group``) is Established.
+
+        ``kubectl wait --for=condition=Established`` fails at once, instead of waiting, on
+        a CRD just created whose status has no conditions yet; reading the condition does
+        not.
+        """
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+        for crd in crds:
+
+            def established(crd: str = crd) -> bool:
+                got = self.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={query}", check=False)
+                return got.returncode == 0 and got.stdout.strip() == "True"
+
+            wait_until(established, timeout=timeout, interval=0.2, what=f"CRD {crd} Established")
+
     def helm(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:

@@ -29,9 +29,7 @@ spec: {queues: [emails], app: "shop.tasks:app", image: "example/shop:1.0"}
 def namespace(kube_env: KubeEnvironment) -> Iterator[str]:
     """A fresh namespace with the CRDs installed, deleted afterwards (without waiting)."""
     kube_env.kubectl("apply", "-f", str(ROOT / "crds"))
-    kube_env.kubectl(
-        "wait", "--for=condition=Established", "crd/workerpools.celeriac.io", "--timeout=60s"
-    )
+    kube_env.wait_established("workerpools.celeriac.io")
     name = f"dash-{uuid.uuid4().hex[:8]}"
     kube_env.kubectl("create", "namespace", name)
     yield name

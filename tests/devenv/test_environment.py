@@ -112,9 +112,7 @@ spec:
 
 def test_cel_rule_rejects_a_bad_object_with_its_message(kube_env: KubeEnvironment) -> None:
     kube_env.kubectl("apply", "-f", "-", input=CRD)
-    kube_env.kubectl(
-        "wait", "--for=condition=Established", "crd/ranges.check.celeriac.io", "--timeout=60s"
-    )
+    kube_env.wait_established("ranges.check.celeriac.io")
     good = (
         "apiVersion: check.celeriac.io/v1\nkind: Range\n"
         "metadata: {name: ok}\nspec: {low: 1, high: 2}\n"

@@ -80,8 +80,9 @@ class OperatorProcess:
 def install_crds(kube: KubeEnvironment) -> KubeEnvironment:
     """Apply Celeriac's CRDs and wait until they are established."""
     kube.kubectl("apply", "-f", str(ROOT / "crds"))
-    for name in ("taskqueues.celeriac.io", "workerpools.celeriac.io", "taskschedules.celeriac.io"):
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    kube.wait_established(
+        "taskqueues.celeriac.io", "workerpools.celeriac.io", "taskschedules.celeriac.io"
+    )
     return kube
 
 
