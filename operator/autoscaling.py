@@ -16,8 +16,10 @@ A pure function, so every rule is table-tested without a cluster or a broker:
   taken LOAD_SIGMAS standard errors high -- not a peak remembered while a backlog
   drained; a window ends early when half the replicas or fewer would do and nothing
   waits (the end of a burst), after EARLY_POLLS polls when fewer would do even
-  EARLY_SIGMAS standard errors up, after a quarter of it when it saw no task, and lasts
-  20 task durations at least for long tasks;
+  EARLY_SIGMAS standard errors up, after EARLY_POLLS polls (or a quarter of it) when it
+  saw no task, and lasts 20 task durations at least for long tasks;
+* at a burst's end, the poll after a full pool counts only what arrives as demand, and
+  the pool returns to its size before the burst when the mean demand fits it;
 * with ``minReplicas: 0``, go to zero once the queues were empty for ``idleBeforeZero``.
 
 With ``targetBacklogPerReplica`` set explicitly the pool is sized by backlog alone (tasks
@@ -39,7 +41,7 @@ from celeriac.protocol.resources import WorkerPoolSpec
 DEFAULT_DRAIN_SECONDS = 5.0
 # Scale up only for work needing this many replicas more than the pool has.
 UP_SLACK = 0.5
-# A window without demand ends after this fraction of it.
+# A window without demand ends after EARLY_POLLS polls or this fraction of it.
 EARLY_FRACTION = 0.25
 # A window whose demand, this many standard errors up (stricter than LOAD_SIGMAS: such
 # a window is tested every poll, not once), needs fewer replicas ends after EARLY_POLLS.
@@ -151,6 +153,9 @@ class ScalingState:
     # scale-up still waiting for its replicas.
     start_seconds: float | None = None
     starting_since: float | None = None
+    # Replicas before the first scale-up of the current burst, and when it was.
+    scale_up_from: int | None = None
+    scale_up_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -343,6 +348,8 @@ def decide(obs: Observation, settings: ScalingSettings, state: ScalingState) -> 
         if up != wanted:
             why += f", clamped to [{settings.min_replicas}, {settings.max_replicas}]"
         moved = replace(calm, last_scale_time=obs.now, starting_since=obs.now)
+        if not _burst_started(obs, settings, state):
+            moved = replace(moved, scale_up_from=current, scale_up_since=obs.now)
         return Decision(up, f"scale up from {current} to {up}: {why}", moved, changed=True)
     # A backlog beyond the pool's slots is being drained, not standing demand: it keeps
     # the window shut. A full pool without one is a random peak the window averages in.
@@ -380,7 +387,7 @@ def _scale_down(
     opening = state.scale_down_since is None
     since = opened if opening else state.scale_down_since
     assert since is not None
-    demand = obs.work if settings.by_backlog else obs.ack_pending
+    demand, tail = _window_sample(obs, settings, state.task_seconds, opening=opening)
     total = demand + (0.0 if opening else state.scale_down_demand or 0.0)
     polls = 1 + (0 if opening else state.scale_down_polls or 0)
     peak = max(need, floor, 0 if opening else state.scale_down_peak or 0)
@@ -392,11 +399,7 @@ def _scale_down(
         scale_down_polls=polls,
     )
     waited = obs.now - since
-    # In-flight counts change only as fast as tasks finish: a window of a few long tasks
-    # would measure noise, so it spans WINDOW_TASKS task durations at least.
-    window = max(
-        settings.scale_down_stabilization_seconds, WINDOW_TASKS * (state.task_seconds or 0)
-    )
+    window = _window_seconds(settings, state.task_seconds)
     legacy = not opening and state.scale_down_polls is None
     if legacy:
         # A window opened by an older operator: its peak is all there is.
@@ -407,16 +410,23 @@ def _scale_down(
         load = mean if settings.by_backlog else _load_bound(mean, polls, waited, state.task_seconds)
         target = _clamp(max(_window_need(obs, settings, load, state.task_seconds), floor), settings)
         basis = f"the mean demand of {waited:.0f}s ({mean:.1f} tasks in flight)"
-    # No demand for a quarter of the window ends it. So does demand that needs fewer
-    # replicas while nothing waits: at once when half of them or fewer would do (the end
-    # of a burst), else after EARLY_POLLS polls if it does EARLY_SIGMAS standard errors up.
-    early = (not legacy and total == 0 and waited >= window * EARLY_FRACTION) or (
-        not legacy
-        and total > 0
-        and obs.pending == 0
-        and (
-            2 * target <= current
-            or _sure_fewer(
+    # A window that saw no task ends after EARLY_POLLS polls or a quarter of it. So does
+    # demand that needs fewer replicas while nothing waits: at once when half of them or
+    # fewer would do (the end of a burst), else after EARLY_POLLS polls if it does
+    # EARLY_SIGMAS standard errors up.
+    seen = total > 0 or tail
+    burst_end = not legacy and seen and obs.pending == 0 and 2 * target <= current
+    if burst_end:
+        need_mean = max(_window_need(obs, settings, total / polls, state.task_seconds), floor)
+        target = _landing(obs, settings, state, target, need_mean=need_mean, window=window)
+    early = (
+        burst_end
+        or (not legacy and not seen and (polls >= EARLY_POLLS or waited >= window * EARLY_FRACTION))
+        or (
+            not legacy
+            and seen
+            and obs.pending == 0
+            and _sure_fewer(
                 obs, settings, state.task_seconds, window=(total, polls, waited), floor=floor
             )
         )
@@ -446,6 +456,64 @@ def _scale_down(
     )
     reason = f"scale down from {current} to {target}: {basis}; {why}"
     return Decision(target, reason, done, changed=True)
+
+
+def _window_seconds(settings: ScalingSettings, duration: float | None) -> float:
+    """The scale-down window. In-flight counts change only as fast as tasks finish: a
+    window of a few long tasks would measure noise, so it spans WINDOW_TASKS task
+    durations at least."""
+    return max(settings.scale_down_stabilization_seconds, WINDOW_TASKS * (duration or 0))
+
+
+def _window_sample(
+    obs: Observation, settings: ScalingSettings, duration: float | None, *, opening: bool
+) -> tuple[float, bool]:
+    """This poll's demand for the scale-down window, and whether it is a drain's tail.
+
+    The first poll after a full pool may see the last of a drained backlog still running:
+    its standing demand is at most what arrives (Little's law: arrival rate x task
+    duration).
+    """
+    if settings.by_backlog:
+        return float(obs.work), False
+    before, rate = obs.previous_in_flight, obs.arrival_rate
+    if (
+        not opening
+        or before is None
+        or before < obs.current_replicas * settings.slots
+        or rate is None
+        or not duration
+    ):
+        return float(obs.ack_pending), False
+    return min(float(obs.ack_pending), rate * duration), True
+
+
+def _burst_started(obs: Observation, settings: ScalingSettings, state: ScalingState) -> bool:
+    """A scale-up within the last window already recorded the pool's size before it."""
+    since = state.scale_up_since
+    return since is not None and obs.now - since <= _window_seconds(settings, state.task_seconds)
+
+
+def _landing(
+    obs: Observation,
+    settings: ScalingSettings,
+    state: ScalingState,
+    target: int,
+    *,
+    need_mean: int,
+    window: float,
+) -> int:
+    """Replicas at a burst's end: those the pool ran before the burst, when the window's
+    mean demand (``need_mean`` replicas, no margin) fits them, else ``target``.
+
+    One poll after a burst measures the standing demand too loosely to tell N replicas
+    from N+1; sized by it, a pool would hold the extra one until a whole window shows it
+    idle. The pool that carried the load before the burst is the better guess.
+    """
+    before, since = state.scale_up_from, state.scale_up_since
+    if before is None or since is None or obs.now - since > window or need_mean > before:
+        return target
+    return min(target, _clamp(before, settings))
 
 
 def _sure_fewer(

@@ -115,6 +115,8 @@ def scaling_state(status: Mapping[str, Any] | None) -> ScalingState:
         task_seconds=_number(st.get("taskSeconds")),
         start_seconds=_number(st.get("startSeconds")),
         starting_since=from_iso(st.get("startingSince")),
+        scale_up_from=int(before) if (before := st.get("scaleUpFrom")) is not None else None,
+        scale_up_since=from_iso(st.get("scaleUpSince")),
     )
 
 
@@ -140,6 +142,8 @@ def scaling_status(decision: Decision) -> dict[str, Any]:
         "taskSeconds": state.task_seconds,
         "startSeconds": state.start_seconds,
         "startingSince": maybe(state.starting_since),
+        "scaleUpFrom": state.scale_up_from,
+        "scaleUpSince": maybe(state.scale_up_since),
     }
     if decision.changed:
         out["lastScaleReason"] = decision.reason

@@ -513,6 +513,16 @@ class WorkerPoolStatus(KubeModel):
         json_schema_extra={"format": "date-time"},
         description="Time of the scale-up whose replicas are not all ready yet.",
     )
+    scale_up_from: int | None = Field(
+        default=None,
+        description="Replicas before the first scale-up of the current burst; the pool "
+        "returns to them after the burst when the demand measured since fits them.",
+    )
+    scale_up_since: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="Time of that scale-up.",
+    )
 
 
 # ---------------------------------------------------------------------------- TaskSchedule

@@ -502,3 +502,122 @@ def test_staffed_replicas_keep_the_wait_within_the_budget(load: float, replicas:
         assert expected_wait(replicas * 10, load) <= WAIT_BUDGET
     if replicas > 1:
         assert expected_wait((replicas - 1) * 10, load) > WAIT_BUDGET
+
+
+# ---------------------------------------------------------------- the end of a burst
+
+POOL_20 = replace(SETTINGS, max_replicas=20, concurrency=10)
+MEASURED = ScalingState(last_active_time=T0, task_seconds=0.2)
+
+
+def after_full_pool(
+    running: int,
+    current: int,
+    arrivals: float | None,
+    *,
+    before: int | None = None,
+    now: float = T0,
+) -> Observation:
+    """A poll with nothing waiting after one that saw ``before`` tasks in flight (all of
+    the pool's slots unless given)."""
+    return replace(
+        obs(0, current, now=now, ack=running),
+        previous_in_flight=current * 10 if before is None else before,
+        ready_replicas=current,
+        arrival_rate=arrivals,
+    )
+
+
+TAIL_CASES = [
+    # (name, in flight now, in flight before, arrivals per second, replicas wanted)
+    ("the backlog's last tasks are no standing demand", 70, None, 15.0, 1),
+    ("the arrivals' demand, 3 standard errors up", 70, None, 100.0, 4),
+    ("arrivals unknown: the tasks in flight count", 70, None, None, 10),
+    ("the pool was not full: the tasks in flight count", 70, 90, 15.0, 10),
+    ("fewer in flight than arrive: those count", 5, None, 100.0, 2),
+]
+
+
+@pytest.mark.parametrize(
+    ("running", "before", "arrivals", "expected"),
+    [c[1:] for c in TAIL_CASES],
+    ids=[c[0] for c in TAIL_CASES],
+)
+def test_the_poll_after_a_full_pool_counts_what_arrives(
+    running: int, before: int | None, arrivals: float | None, expected: int
+) -> None:
+    seen = after_full_pool(running, 10, arrivals, before=before)
+    assert decide(seen, POOL_20, MEASURED).replicas == expected
+
+
+def burst(pre: int, state: ScalingState) -> tuple[int, ScalingState]:
+    """A pool of ``pre`` replicas meets a burst: two scale-ups 2 s apart."""
+    first = decide(
+        replace(obs(2000, pre, ack=pre * 10), ready_replicas=pre, arrival_rate=1000.0),
+        POOL_20,
+        state,
+    )
+    second = decide(
+        replace(
+            obs(5000, first.replicas, now=T0 + 2, ack=pre * 10),
+            ready_replicas=pre,
+            arrival_rate=1500.0,
+        ),
+        POOL_20,
+        first.state,
+    )
+    assert pre < first.replicas < second.replicas
+    return second.replicas, second.state
+
+
+def test_a_burst_remembers_the_pool_before_its_first_scale_up() -> None:
+    peak, state = burst(3, MEASURED)
+    assert (state.scale_up_from, state.scale_up_since) == (3, T0)
+    # A scale-up a window later starts a new burst.
+    later = decide(
+        replace(obs(5000, peak, now=T0 + 61, ack=peak * 10), ready_replicas=peak),
+        replace(POOL_20, max_replicas=30),
+        state,
+    )
+    assert later.replicas > peak
+    assert (later.state.scale_up_from, later.state.scale_up_since) == (peak, T0 + 61)
+
+
+LANDING_CASES = [
+    # (name, in flight and arrivals per second after the burst, seconds after its first
+    # scale-up, replicas wanted)
+    ("the pool before the burst carries the demand: back to it", (27, 135.0), 20, 3),
+    ("the demand outgrew it: sized by the demand", (40, 175.0), 20, 6),
+    ("the burst began more than a window ago: sized by the demand", (27, 135.0), 70, 5),
+]
+
+
+@pytest.mark.parametrize(
+    ("seen", "after", "expected"),
+    [c[1:] for c in LANDING_CASES],
+    ids=[c[0] for c in LANDING_CASES],
+)
+def test_a_burst_ends_on_the_pool_that_carried_the_load_before_it(
+    seen: tuple[int, float], after: float, expected: int
+) -> None:
+    # 3 replicas ran 27 tasks in flight (135/s at 0.2 s); one poll after the burst cannot
+    # tell 3 replicas from 4 or 5 for that demand, the pool before the burst can.
+    peak, state = burst(3, MEASURED)
+    running, arrivals = seen
+    end = decide(after_full_pool(running, peak, arrivals, now=T0 + after), POOL_20, state)
+    assert end.replicas == expected, end.reason
+    assert end.changed and end.state.scale_up_from is None
+
+
+def test_without_a_recorded_burst_the_end_is_sized_by_the_demand() -> None:
+    assert decide(after_full_pool(27, 16, 135.0), POOL_20, MEASURED).replicas == 5
+
+
+def test_a_window_that_saw_no_task_ends_after_a_few_polls() -> None:
+    state, replicas = ScalingState(last_active_time=T0 - 1, task_seconds=0.2), []
+    for k in range(EARLY_POLLS):
+        decision = decide(obs(0, 8, now=T0 + 2 * k), POOL_20, state)
+        state = decision.state
+        replicas.append(decision.replicas)
+    # One replica stays for idleBeforeZero.
+    assert replicas == [8] * (EARLY_POLLS - 1) + [1]

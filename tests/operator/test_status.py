@@ -56,6 +56,10 @@ def test_scaling_state_round_trips_through_status() -> None:
         scale_down_demand=41.0,
         scale_down_polls=7,
         task_seconds=0.25,
+        start_seconds=6.0,
+        starting_since=T + 3,
+        scale_up_from=2,
+        scale_up_since=T + 4,
     )
     status = scaling_status(Decision(replicas=4, reason="why", state=state, changed=True))
     assert status["desiredReplicas"] == 4
