@@ -30,6 +30,7 @@ from celeriac.worker_runtime.threads import ThreadPool
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.broker import Broker
     from celeriac.protocol.envelope import DeadLetter, ResultRecord, TaskMessage
     from celeriac.worker_runtime.execution import Outcome
 
@@ -92,7 +93,9 @@ class MemoryWorker:
         self.metrics = WorkerMetrics()
         self.pool = ThreadPool(THREADS)
         self._handlers: dict[asyncio.AbstractEventLoop, Handler] = {}
-        self._stopping: asyncio.Task[None] | None = None
+        # What each loop's handler holds open: its connection and revocation mirror.
+        self._open: dict[asyncio.AbstractEventLoop, tuple[Broker, RevokedMirror]] = {}
+        self._stopping: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
         return f"<MemoryWorker {self.name} queues={self.queues or 'all'}>"
@@ -105,6 +108,7 @@ class MemoryWorker:
         if handler is None:
             for old in [lp for lp in self._handlers if lp.is_closed()]:
                 del self._handlers[old]
+                del self._open[old]
             connect = MemoryConnector(self.server)
             broker = await connect(
                 MEMORY_URL, result_ttl=self.app.result_ttl, signing_keys=self.app.signing_keys
@@ -116,6 +120,7 @@ class MemoryWorker:
             handler = Handler(self.app, broker, self.pool, self.metrics, self.name, revoked)
             revoked.on_terminate = handler.terminator.terminate
             self._handlers[loop] = handler
+            self._open[loop] = (broker, revoked)
         return handler
 
     async def arun_until_idle(self, *queues: str, skip_delays: bool = True) -> int:
@@ -172,11 +177,28 @@ class MemoryWorker:
         )
 
     def close(self) -> None:
-        """Let the pool's threads end (they are idle once the test is done)."""
-        stop = self.pool.stop()
+        """Close the handlers' connections, each on its loop, and let the pool's threads
+        end (they are idle once the test is done)."""
         try:
-            loop = asyncio.get_running_loop()
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
+            running = None
+        opened, self._open = self._open, {}
+        self._handlers.clear()
+        for loop, (broker, revoked) in opened.items():
+            if loop is running:
+                self._stopping.append(loop.create_task(_close(broker, revoked)))
+            elif not loop.is_closed() and loop.is_running():
+                # The app's background loop, on its own thread: closed before it stops.
+                asyncio.run_coroutine_threadsafe(_close(broker, revoked), loop).result(5)
+        stop = self.pool.stop()
+        if running is None:
             asyncio.run(stop)
-            return
-        self._stopping = loop.create_task(stop)
+        else:
+            self._stopping.append(running.create_task(stop))
+
+
+async def _close(broker: Broker, revoked: RevokedMirror) -> None:
+    """Close what a handler held open (its publish-acknowledgement timer among them)."""
+    await revoked.stop()
+    await broker.close()

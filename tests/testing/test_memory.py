@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +21,7 @@ from celeriac.protocol.envelope import DeadLetterReason
 from celeriac.protocol.states import TaskState
 from celeriac.testing import MemoryWorker, memory
 
+ROOT = Path(__file__).resolve().parents[2]
 app = Celeriac("memory-tests", default_queue="orders")
 # Whether the payment service is up, as the tasks below see it (reset per test).
 service = {"up": True, "runs": 0}
@@ -215,3 +220,48 @@ def test_signed_messages_are_checked_by_the_worker() -> None:
         (letter,) = worker.dead_letters("orders")
         assert letter.reason is DeadLetterReason.UNSIGNED
         assert worker.result("forged") is None
+
+
+SCRIPT = """
+from celeriac import Celeriac
+from celeriac.testing import eager, memory
+
+app = Celeriac("exit-test")
+
+
+@app.task
+def add(a, b):
+    return a + b
+
+
+@app.task
+def outer(a):
+    return add.delay(a, 1).id
+
+
+with eager(app):
+    assert outer.delay(1).get()
+with memory(app) as worker:
+    result = outer.delay(2)
+    worker.run_until_idle()
+    assert result.get(timeout=5)
+print("ok")
+"""
+
+
+def test_leaving_the_block_closes_what_the_worker_opened(tmp_path: Path) -> None:
+    # A connection left open keeps a publish timer pending when its loop goes away,
+    # which asyncio reports at exit ("Task was destroyed but it is pending").
+    script = tmp_path / "leave.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert "destroyed" not in done.stderr and "never awaited" not in done.stderr, done.stderr
