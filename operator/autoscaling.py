@@ -348,7 +348,7 @@ def decide(obs: Observation, settings: ScalingSettings, state: ScalingState) -> 
         if up != wanted:
             why += f", clamped to [{settings.min_replicas}, {settings.max_replicas}]"
         moved = replace(calm, last_scale_time=obs.now, starting_since=obs.now)
-        if not _burst_started(obs, settings, state):
+        if _pool_before_burst(obs, settings, state) is None:
             moved = replace(moved, scale_up_from=current, scale_up_since=obs.now)
         return Decision(up, f"scale up from {current} to {up}: {why}", moved, changed=True)
     # A backlog beyond the pool's slots is being drained, not standing demand: it keeps
@@ -418,7 +418,13 @@ def _scale_down(
     burst_end = not legacy and seen and obs.pending == 0 and 2 * target <= current
     if burst_end:
         need_mean = max(_window_need(obs, settings, total / polls, state.task_seconds), floor)
-        target = _landing(obs, settings, state, target, need_mean=need_mean, window=window)
+        before = _pool_before_burst(obs, settings, state)
+        if before is not None and need_mean <= before:
+            # One poll measures the standing demand too loosely to tell N replicas from
+            # N+1; sized by it, the pool would hold the extra one until a whole window
+            # showed it idle. The pool that carried the load before the burst is the
+            # better guess while the mean demand fits it.
+            target = min(target, _clamp(before, settings))
     early = (
         burst_end
         or (not legacy and not seen and (polls >= EARLY_POLLS or waited >= window * EARLY_FRACTION))
@@ -488,32 +494,15 @@ def _window_sample(
     return min(float(obs.ack_pending), rate * duration), True
 
 
-def _burst_started(obs: Observation, settings: ScalingSettings, state: ScalingState) -> bool:
-    """A scale-up within the last window already recorded the pool's size before it."""
-    since = state.scale_up_since
-    return since is not None and obs.now - since <= _window_seconds(settings, state.task_seconds)
-
-
-def _landing(
-    obs: Observation,
-    settings: ScalingSettings,
-    state: ScalingState,
-    target: int,
-    *,
-    need_mean: int,
-    window: float,
-) -> int:
-    """Replicas at a burst's end: those the pool ran before the burst, when the window's
-    mean demand (``need_mean`` replicas, no margin) fits them, else ``target``.
-
-    One poll after a burst measures the standing demand too loosely to tell N replicas
-    from N+1; sized by it, a pool would hold the extra one until a whole window shows it
-    idle. The pool that carried the load before the burst is the better guess.
-    """
+def _pool_before_burst(
+    obs: Observation, settings: ScalingSettings, state: ScalingState
+) -> int | None:
+    """The replicas before the current burst's first scale-up, if that was within the
+    scale-down window (None: no burst under way)."""
     before, since = state.scale_up_from, state.scale_up_since
-    if before is None or since is None or obs.now - since > window or need_mean > before:
-        return target
-    return min(target, _clamp(before, settings))
+    if before is None or since is None:
+        return None
+    return before if obs.now - since <= _window_seconds(settings, state.task_seconds) else None
 
 
 def _sure_fewer(

@@ -16,6 +16,7 @@ countdown, a retry's backoff) is delivered at once unless ``skip_delays=False``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, cast
 
 from nats.aio.msg import Msg
@@ -30,7 +31,6 @@ from celeriac.worker_runtime.threads import ThreadPool
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.broker import Broker
     from celeriac.protocol.envelope import DeadLetter, ResultRecord, TaskMessage
     from celeriac.worker_runtime.execution import Outcome
 
@@ -93,8 +93,6 @@ class MemoryWorker:
         self.metrics = WorkerMetrics()
         self.pool = ThreadPool(THREADS)
         self._handlers: dict[asyncio.AbstractEventLoop, Handler] = {}
-        # What each loop's handler holds open: its connection and revocation mirror.
-        self._open: dict[asyncio.AbstractEventLoop, tuple[Broker, RevokedMirror]] = {}
         self._stopping: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
@@ -108,7 +106,6 @@ class MemoryWorker:
         if handler is None:
             for old in [lp for lp in self._handlers if lp.is_closed()]:
                 del self._handlers[old]
-                del self._open[old]
             connect = MemoryConnector(self.server)
             broker = await connect(
                 MEMORY_URL, result_ttl=self.app.result_ttl, signing_keys=self.app.signing_keys
@@ -120,7 +117,6 @@ class MemoryWorker:
             handler = Handler(self.app, broker, self.pool, self.metrics, self.name, revoked)
             revoked.on_terminate = handler.terminator.terminate
             self._handlers[loop] = handler
-            self._open[loop] = (broker, revoked)
         return handler
 
     async def arun_until_idle(self, *queues: str, skip_delays: bool = True) -> int:
@@ -183,14 +179,17 @@ class MemoryWorker:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        opened, self._open = self._open, {}
-        self._handlers.clear()
-        for loop, (broker, revoked) in opened.items():
+        handlers, self._handlers = self._handlers, {}
+        for loop, handler in handlers.items():
             if loop is running:
-                self._stopping.append(loop.create_task(_close(broker, revoked)))
+                self._stopping.append(loop.create_task(_close(handler)))
             elif not loop.is_closed() and loop.is_running():
                 # The app's background loop, on its own thread: closed before it stops.
-                asyncio.run_coroutine_threadsafe(_close(broker, revoked), loop).result(5)
+                # One that does not close in time is left to it: the block still ends
+                # and the app gets its connection back.
+                closing = asyncio.run_coroutine_threadsafe(_close(handler), loop)
+                with contextlib.suppress(Exception):
+                    closing.result(5)
         stop = self.pool.stop()
         if running is None:
             asyncio.run(stop)
@@ -198,7 +197,7 @@ class MemoryWorker:
             self._stopping.append(running.create_task(stop))
 
 
-async def _close(broker: Broker, revoked: RevokedMirror) -> None:
-    """Close what a handler held open (its publish-acknowledgement timer among them)."""
-    await revoked.stop()
-    await broker.close()
+async def _close(handler: Handler) -> None:
+    """Close what a handler holds open (its publish-acknowledgement timer among them)."""
+    await handler.revoked.stop()
+    await handler.broker.close()
