@@ -72,9 +72,12 @@ class DeploymentConflictError(Exception):
     """A Deployment with the pool's Deployment name exists and belongs to something else."""
 
 
-def _replacing(wanted: dict[str, Any], current: dict[str, Any], owner_uid: str) -> dict[str, Any]:
+def _replacing(
+    wanted: dict[str, Any], current: dict[str, Any], owner_uid: str, keep_replicas: bool
+) -> dict[str, Any]:
     """The body replacing ``current`` with ``wanted``; refused when a WorkerPool other
-    than ``owner_uid`` (or nothing of ours) controls ``current``."""
+    than ``owner_uid`` (or nothing of ours) controls ``current``. With ``keep_replicas``
+    the replica count stays the one ``current`` has."""
     meta = wanted["metadata"]
     owners = current["metadata"].get("ownerReferences") or []
     if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
@@ -88,6 +91,8 @@ def _replacing(wanted: dict[str, Any], current: dict[str, Any], owner_uid: str) 
         # Keep what controllers and users annotated (revision, restartedAt, ...).
         "annotations": current["metadata"].get("annotations") or {},
     }
+    if keep_replicas:
+        body["spec"] = {**wanted["spec"], "replicas": current["spec"].get("replicas") or 0}
     return body
 
 
@@ -116,13 +121,21 @@ class Deployments:
         return await asyncio.to_thread(call)
 
     async def apply(
-        self, wanted: dict[str, Any], current: dict[str, Any] | None, owner_uid: str
+        self,
+        wanted: dict[str, Any],
+        current: dict[str, Any] | None,
+        owner_uid: str,
+        *,
+        keep_replicas: bool = False,
     ) -> dict[str, Any]:
         """Create ``wanted``, or replace ``current`` with it (the pod template wholesale).
 
         The Deployment controller writes its status all the time, so a replace can lose
         the race for ``resourceVersion``: it is read again and retried at once, a few
-        times, instead of waiting for kopf's retry a minute later.
+        times, instead of waiting for kopf's retry a minute later. ``keep_replicas``
+        leaves the replica count to whoever scales the Deployment (the autoscaler):
+        a replace that lost the race to a scale keeps the new count, not the one read
+        before it.
         """
         meta = wanted["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -130,7 +143,7 @@ class Deployments:
         while True:
             if current is None:
                 return await asyncio.to_thread(self._create, namespace, wanted)
-            body = _replacing(wanted, current, owner_uid)
+            body = _replacing(wanted, current, owner_uid, keep_replicas)
             try:
                 return await asyncio.to_thread(self._replace, namespace, name, body)
             except ApiException as exc:

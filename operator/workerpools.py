@@ -102,7 +102,11 @@ async def reconcile_pool(
         pool, spec, nats_url=url, replicas=replicas, log_format=config.log_format
     )
     try:
-        applied = await deployments.apply(wanted, current, pool.uid)
+        # An autoscaled pool's replicas are the poll's: a scale it makes while this
+        # handler runs (a new leader resuming) must not be undone by the replace.
+        applied = await deployments.apply(
+            wanted, current, pool.uid, keep_replicas=spec.autoscaling_enabled()
+        )
     except DeploymentConflictError as exc:
         bad = condition("Ready", False, "DeploymentConflict", str(exc), generation=generation)
         write_status(patch.status, status, {"observedGeneration": generation}, [bad])
@@ -114,7 +118,7 @@ async def reconcile_pool(
         "observedGeneration": generation,
         "deployment": name,
         "selector": manifests.selector_string(pool.name),
-        "desiredReplicas": replicas,
+        "desiredReplicas": counts.desired,
         "replicas": counts.replicas,
         "readyReplicas": counts.ready,
     }

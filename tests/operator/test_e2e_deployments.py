@@ -66,3 +66,25 @@ async def test_a_replace_that_lost_the_race_for_the_resource_version_is_retried(
     # A Deployment controlled by something else is never replaced.
     with pytest.raises(DeploymentConflictError, match="not controlled by this WorkerPool"):
         await deployments.apply(_deployment(namespace, "another-uid", ["3"]), applied, "other")
+
+
+async def test_a_replace_keeps_a_scale_made_after_the_read(
+    kube_client: Any, namespace: str
+) -> None:
+    """The autoscaler scaled the Deployment while the change handler was building its
+    replacement (a new leader resuming): the replace keeps the new count, and a fixed
+    pool's replace still sets its own."""
+    core, apps = client.CoreV1Api(kube_client), client.AppsV1Api(kube_client)
+    owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+    uid = owner.metadata.uid
+    deployments = Deployments(kube_client)
+    first = await deployments.apply(_deployment(namespace, uid, ["1"]), None, uid)
+    apps.patch_namespaced_deployment_scale("replace-test", namespace, {"spec": {"replicas": 3}})
+    applied = await deployments.apply(
+        _deployment(namespace, uid, ["2"]), copy.deepcopy(first), uid, keep_replicas=True
+    )
+    assert applied["spec"]["replicas"] == 3
+    assert applied["spec"]["template"]["spec"]["containers"][0]["args"] == ["2"]
+
+    fixed = await deployments.apply(_deployment(namespace, uid, ["3"]), applied, uid)
+    assert fixed["spec"]["replicas"] == 0

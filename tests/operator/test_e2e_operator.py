@@ -227,8 +227,15 @@ def test_autoscaling_follows_backlog_and_survives_restart(operator: Any, namespa
         "desiredReplicas 6 recorded",
     )
     assert "scale up from 4 to 6" in status["lastScaleReason"]
-    wait(lambda: len(scaled_events(kube, namespace, name)) == events_before + 1, "one event")
-    messages = [e["message"] for e in scaled_events(kube, namespace, name)]
+    messages = wait(
+        lambda: (
+            (m := [e["message"] for e in scaled_events(kube, namespace, name)])
+            and len(m) > events_before
+            and m
+        ),
+        "the event of the scale to 6",
+    )
+    assert len(messages) == events_before + 1, messages
     assert sum("from 0 to 4" in m for m in messages) == 1, messages
 
     # The work goes away: down to one after the window, then to zero when idle.
