@@ -1,4 +1,5 @@
-"""The current app: the one ``AsyncResult(id)``, ``@shared_task`` and ``current_app`` use.
+"""The current app: the one ``AsyncResult(id)``, ``@shared_task`` and ``current_app`` use;
+and the task whose code runs in this context, which the tasks it submits are linked to.
 
 As in Celery, every ``Celeriac(...)`` becomes the current app when it is created
 (unless ``set_as_current=False``), and ``app.set_current()`` / ``app.set_default()``
@@ -7,12 +8,16 @@ with several apps picks the one that code without an app should use.
 
 This module sits under ``celeriac.app`` and knows apps only as objects with a
 ``client``, ``conf`` and ``tasks``.
+
+The running task is a context variable, not process state: the worker runs many tasks
+at once (asyncio tasks, threads), and each sees its own.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 from celeriac.exceptions import CeleriacError
 
@@ -69,3 +74,30 @@ class _CurrentApp:
 
 
 current_app: Any = _CurrentApp()
+
+
+class Caller(NamedTuple):
+    """The task whose code is running: a task it submits gets ``parent_id=id`` and
+    ``root_id=root_id``."""
+
+    id: str
+    root_id: str
+
+
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "celeriac_caller", default=None
+)
+
+
+def calling_task() -> Caller | None:
+    """The task whose code runs in this context; None outside task code."""
+    return _caller.get()
+
+
+def set_calling_task(caller: Caller | None) -> Caller | None:
+    """Make ``caller`` the task running in this context; returns the one before, to
+    set back when its code returns (a plain set, unlike a token's reset, works even
+    when a coroutine is closed from another context)."""
+    before = _caller.get()
+    _caller.set(caller)
+    return before

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from celeriac.current import calling_task
 from celeriac.protocol import names
 from celeriac.protocol.arguments import check_arguments
 from celeriac.protocol.envelope import (
@@ -334,10 +335,14 @@ def build_message(sub: Submission) -> TaskMessage:
         fields["link_error"] = list(sub.link_error)
     if sub.ignore_result is not False:
         fields["ignore_result"] = sub.ignore_result
+    parent_id, root_id = links.parent_id, links.root_id
+    if parent_id is None and (caller := calling_task()) is not None:
+        # Sent by a task's code: its child, in its workflow.
+        parent_id, root_id = caller.id, root_id or caller.root_id
     optional = {
         "expires": absolute_time(sub.expires, "expires"),
-        "parent_id": links.parent_id,
-        "root_id": links.root_id,
+        "parent_id": parent_id,
+        "root_id": root_id,
         "group_id": links.group_id,
         "group_index": links.group_index,
         "chord": links.chord,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from celeriac.current import Caller, set_calling_task
 from celeriac.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celeriac.worker_runtime.backoff import autoretries
 
@@ -79,6 +80,8 @@ class Call:
     # The task's Request, built for bound tasks only: they receive
     # Task.bound_context(request) as their first argument.
     request: Any = None
+    # The root of the workflow the message belongs to (the tasks it submits share it).
+    root_id: str | None = None
 
 
 class Pool(Protocol):
@@ -217,7 +220,29 @@ def soft_limit_error(task: Task, limit: float) -> ErrorInfo:
 
 
 def invoke(task: Task, call: Call) -> Any:
-    """Call the task function (a coroutine for async tasks); bound tasks get their context."""
+    """Call the task function (a coroutine for async tasks); bound tasks get their context.
+
+    While its code runs, the tasks it submits are its children (``current.calling_task``).
+    """
+    caller = Caller(call.task_id, call.root_id or call.task_id)
+    if task.is_async:
+        return _as_caller(caller, _call(task, call))
+    before = set_calling_task(caller)
+    try:
+        return _call(task, call)
+    finally:
+        set_calling_task(before)
+
+
+async def _as_caller(caller: Caller, coro: Awaitable[Any]) -> Any:
+    before = set_calling_task(caller)
+    try:
+        return await coro
+    finally:
+        set_calling_task(before)
+
+
+def _call(task: Task, call: Call) -> Any:
     if task.bind:
         return task.fn(task.bound_context(call.request), *call.args, **call.kwargs)
     return task.fn(*call.args, **call.kwargs)

@@ -340,6 +340,7 @@ class Handler:
             soft_time_limit=message.soft_time_limit or task.soft_time_limit,
             time_limit=message.time_limit or task.time_limit,
             request=request,
+            root_id=message.root_id,
         )
 
     async def _skipped(self, delivery: Delivery, message: TaskMessage) -> bool:

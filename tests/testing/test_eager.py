@@ -91,6 +91,24 @@ def places_order(n: int) -> int:
     return int(add.delay(n, 1).get(timeout=5)) * 10
 
 
+@app.task(bind=True)
+def lineage(self: Any) -> list[str | None]:
+    return [self.request.id, self.request.parent_id, self.request.root_id]
+
+
+@app.task(bind=True)
+def family(self: Any) -> list[list[str | None]]:
+    """Its own lineage, its child's, and its grandchild's (sent by the child's code)."""
+    child = sends_one.delay().get(timeout=5)
+    return [[self.request.id, self.request.parent_id, self.request.root_id], *child]
+
+
+@app.task(bind=True)
+def sends_one(self: Any) -> list[list[str | None]]:
+    mine = [self.request.id, self.request.parent_id, self.request.root_id]
+    return [mine, lineage.delay().get(timeout=5)]
+
+
 @pytest.fixture(autouse=True)
 def fresh_counts() -> None:
     calls.clear()
@@ -100,6 +118,15 @@ def fresh_counts() -> None:
 def worker() -> Iterator[MemoryWorker]:
     with eager(app) as running:
         yield running
+
+
+def test_a_task_sent_by_a_task_is_its_child(worker: MemoryWorker) -> None:
+    top, child, grandchild = family.delay().get(timeout=5)
+    assert top[1:] == [None, None]
+    assert child[1:] == [top[0], top[0]]
+    assert grandchild[1:] == [child[0], top[0]]
+    # Sent from outside any task again: no parent.
+    assert lineage.delay().get(timeout=5)[1:] == [None, None]
 
 
 def test_delay_returns_a_finished_result(worker: MemoryWorker) -> None:

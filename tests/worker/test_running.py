@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from unittest.mock import ANY
 
 import pytest
 
@@ -36,6 +38,31 @@ async def test_tasks_submit_tasks(start_worker, client: Celeriac, queue: str) ->
     async_child = client.AsyncResult(await async_parent.aget(timeout=15))
     assert await sync_child.aget(timeout=15) == 11
     assert await async_child.aget(timeout=15) == 21
+
+
+@pytest.mark.parametrize(
+    ("pool", "task"),
+    [("asyncio", "w.spawn"), ("threads", "w.spawn"), ("processes", "w.spawn"),
+     ("asyncio", "w.aspawn")],
+)  # fmt: skip
+async def test_a_task_a_task_submits_is_its_child(
+    start_worker, client: Celeriac, queue: str, pool: str, task: str
+) -> None:
+    """Submitted from a task's code, a task gets that task as its parent and its root as
+    the workflow's root, generation after generation; a task sent from outside has none."""
+    start_worker(queue, pool=pool, concurrency=2)
+    top = await client.asend_task(task, [2], queue=queue)
+    generations = [await top.aget(timeout=30)]
+    while (child := generations[-1]["child"]) is not None:
+        generations.append(await client.AsyncResult(child).aget(timeout=30))
+    assert len(generations) == 3
+    assert generations[0] == {"id": top.id, "parent": None, "root": None, "child": ANY}
+    for parent, child in itertools.pairwise(generations):
+        assert (child["id"], child["parent"], child["root"]) == (
+            parent["child"],
+            parent["id"],
+            top.id,
+        )
 
 
 async def test_non_json_result_fails_clearly(start_worker, client: Celeriac, queue: str) -> None:

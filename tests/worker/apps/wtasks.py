@@ -122,6 +122,28 @@ async def asubmit(self: Any, x: int) -> str:
     return (await aadd.aapply_async((x, 1), queue=self.request.queue)).id
 
 
+def _lineage(request: Any, child: str | None) -> dict[str, str | None]:
+    return {
+        "id": request.id,
+        "parent": request.parent_id,
+        "root": request.root_id,
+        "child": child,
+    }
+
+
+@task(name="w.spawn", bind=True)
+def spawn(self: Any, levels: int) -> dict[str, str | None]:
+    """Submit ``levels`` generations, each from the task code of the one before."""
+    child = spawn.apply_async((levels - 1,), queue=self.request.queue).id if levels else None
+    return _lineage(self.request, child)
+
+
+@task(name="w.aspawn", bind=True)
+async def aspawn(self: Any, levels: int) -> dict[str, str | None]:
+    child = (await aspawn.aapply_async((levels - 1,), queue=self.request.queue)) if levels else None
+    return _lineage(self.request, child.id if child else None)
+
+
 @task(name="w.mark", bind=True, ignore_result=True)
 async def mark(self: Any, run: str) -> None:
     """Record one execution of this task id (the 10,000-task test counts them)."""
