@@ -13,7 +13,8 @@ A pure function, so every rule is table-tested without a cluster or a broker:
   keeps the random peaks of a noisy steady load from flapping it;
 * scale down to the fewest replicas whose expected queueing delay (Erlang C) is within
   WAIT_BUDGET task durations for the *mean* tasks in flight of the stabilization window,
-  taken LOAD_SIGMAS standard errors high -- not a peak remembered while a backlog
+  at its Poisson upper confidence limit LOAD_SIGMAS standard errors high (a window of a
+  few polls is not trusted to have seen a low mean) -- not a peak remembered while a backlog
   drained; a window ends early when half the replicas or fewer would do and nothing
   waits (the end of a burst), after EARLY_POLLS polls when fewer would do even
   EARLY_SIGMAS standard errors up, after EARLY_POLLS polls (or a quarter of it) when it
@@ -401,20 +402,22 @@ def _scale_down(
     waited = obs.now - since
     window = _window_seconds(settings, state.task_seconds)
     legacy = not opening and state.scale_down_polls is None
+    seen = total > 0 or tail
     if legacy:
         # A window opened by an older operator: its peak is all there is.
         target = _clamp(peak, settings)
         basis = f"the most needed in {waited:.0f}s"
     else:
         mean = total / polls
-        load = mean if settings.by_backlog else _load_bound(mean, polls, waited, state.task_seconds)
+        # A window that saw no task at all asks for none (the idle rules take it on).
+        bounded = seen and not settings.by_backlog
+        load = _load_bound(mean, polls, waited, state.task_seconds) if bounded else mean
         target = _clamp(max(_window_need(obs, settings, load, state.task_seconds), floor), settings)
         basis = f"the mean demand of {waited:.0f}s ({mean:.1f} tasks in flight)"
     # A window that saw no task ends after EARLY_POLLS polls or a quarter of it. So does
     # demand that needs fewer replicas while nothing waits: at once when half of them or
     # fewer would do (the end of a burst), else after EARLY_POLLS polls if it does
     # EARLY_SIGMAS standard errors up.
-    seen = total > 0 or tail
     burst_end = not legacy and seen and obs.pending == 0 and 2 * target <= current
     if burst_end:
         need_mean = max(_window_need(obs, settings, total / polls, state.task_seconds), floor)
@@ -526,16 +529,22 @@ def _sure_fewer(
 def _load_bound(
     mean: float, polls: int, waited: float, duration: float | None, sigmas: float = LOAD_SIGMAS
 ) -> float:
-    """The window's mean tasks in flight, raised by ``sigmas`` standard errors.
+    """An upper bound, ``sigmas`` standard errors high, on the window's mean tasks in flight.
 
-    Tasks in flight at one poll are a Poisson count, so the mean of n independent polls
-    is off by sqrt(mean / n); polls closer together than a task runs see the same tasks,
-    so n is at most the window's length in task durations.
+    Tasks in flight at one poll are a Poisson count, so n independent polls sum to one
+    with n times the mean; polls closer together than a task runs see the same tasks,
+    so n is at most the window's length in task durations. The bound is the Poisson
+    count's upper confidence limit (Wilson-Hilferty), not the mean plus the error
+    of the observed mean: that one falls short when a few polls happen to see little
+    (5 tasks where 10 run on average), and a pool of two stepped down to one it could
+    not carry.
     """
-    samples = float(polls)
+    n = float(polls)
     if duration:
-        samples = min(samples, waited / duration)
-    return mean + sigmas * math.sqrt(mean / max(samples, 1.0))
+        n = min(n, waited / duration)
+    n = max(n, 1.0)
+    k = mean * n + 1.0
+    return k * (1.0 - 1.0 / (9.0 * k) + sigmas / (3.0 * math.sqrt(k))) ** 3 / n
 
 
 def _erlang_b(servers: int, load: float, start: tuple[int, float] = (0, 1.0)) -> float:

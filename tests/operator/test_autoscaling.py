@@ -7,7 +7,7 @@ import random
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench import autoscalesim as sim
@@ -323,6 +323,10 @@ def test_steady_load_does_not_flap(
 
 @settings(max_examples=8, deadline=None)
 @given(st.integers(10, 500), st.integers(0, 2**16))
+# A pool of two at 10 or 16 tasks in flight once stepped down to one on a few polls that
+# happened to see 3-5 (the error of the observed mean, not of the true one).
+@example(50, 16667)
+@example(80, 1001)
 def test_noisy_steady_load_does_not_flap(rate: int, seed: int) -> None:
     """Poisson arrivals at a steady rate, run task by task: no reversal once warmed up."""
     arrivals = sim.trace(f"steady-{rate}", seed, 600.0)
@@ -530,7 +534,8 @@ def after_full_pool(
 
 TAIL_CASES = [
     # (name, in flight now, in flight before, arrivals per second, replicas wanted)
-    ("the backlog's last tasks are no standing demand", 70, None, 15.0, 1),
+    # 3 arriving tasks in flight from one poll: 10 are within its upper bound, so 2 pods.
+    ("the backlog's last tasks are no standing demand", 70, None, 15.0, 2),
     ("the arrivals' demand, 3 standard errors up", 70, None, 100.0, 4),
     ("arrivals unknown: the tasks in flight count", 70, None, None, 10),
     ("the pool was not full: the tasks in flight count", 70, 90, 15.0, 10),
