@@ -22,11 +22,19 @@ from celeriac_devenv.nats import (
     start_nats,
     start_nats_cluster,
 )
+from hypothesis import settings as hypothesis_settings
 
 from tests import support
 from tests.support import StartWorker, Worker, WorkerApp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# Property tests draw the same examples on every run, so a run's verdict does not depend
+# on luck; `--hypothesis-profile explore` draws new ones (and replays past failures).
+hypothesis_settings.register_profile("deterministic", derandomize=True)
+hypothesis_settings.register_profile("explore")
+hypothesis_settings.load_profile("deterministic")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
